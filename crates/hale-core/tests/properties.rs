@@ -198,8 +198,8 @@ proptest! {
                     _ => NotifyMessage::Status("s".into()) } },
             };
             comp.handle(now, input, &mut out);
-            if let Some(d) = comp.next_deadline() {
-                if d <= now { comp.handle(now, Input::Tick, &mut out); }
+            if comp.next_deadline().is_some_and(|d| d <= now) {
+                comp.handle(now, Input::Tick, &mut out);
             }
             let st = comp.status(now);
             for p in st.probes.iter().flatten() {
