@@ -1,0 +1,663 @@
+//! The driver: one tokio task that owns every component's state machine and runtime slot, and
+//! turns the machines' actions into processes, signals, probe runs and events.
+//!
+//! The loop `select!`s over requests from handles, finished tasks (child exits, probe runs,
+//! external actions, output readers) and one sleep until the earliest deadline of any machine.
+//! It reads the clock once per iteration and hands that instant to every input of the
+//! iteration. Every task it starts lives in one `JoinSet` that it owns and aborts on shutdown:
+//! nothing is fire-and-forget. Probe timeouts are applied here, never by the probes.
+//!
+//! What it does not do: decide anything. Every decision is `hale_core::Component`'s.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use hale_core::{
+    Action, Exit, Input, Instant as CoreInstant, JitterSource, NotifyMessage, ProbeKind,
+    ProbeOutcome, Signal, State,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::component::{ActionContext, Component, Run, Stream};
+use crate::monitor::{Error, Event, Health, MonitorOptions, Op, ProbeHealth, ProbeResult};
+use crate::probe::{Probe, ProbeContext};
+use crate::process;
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// A request from a [`crate::Monitor`] handle.
+pub(crate) enum Request {
+    Register { component: Box<Component>, reply: Reply<()> },
+    Act { name: String, op: Op, reply: Reply<()> },
+    Check { name: String, kind: ProbeKind, reply: Reply<ProbeResult> },
+    Notify { name: String, incarnation: u64, message: NotifyMessage, reply: Reply<()> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// What a finished task reports.
+enum Done {
+    Exited { slot: usize, incarnation: u64, pid: u32, exit: Exit },
+    Probe { slot: usize, incarnation: u64, kind: ProbeKind, outcome: ProbeOutcome },
+    Manual { outcome: ProbeOutcome, reply: Reply<ProbeResult> },
+    Started { slot: usize, incarnation: u64, result: Result<(), String> },
+    Stopped { slot: usize, incarnation: u64 },
+    Output,
+}
+
+struct Child {
+    incarnation: u64,
+    pid: u32,
+}
+
+struct Slot {
+    name: Arc<str>,
+    kind: Arc<str>,
+    core: hale_core::Component,
+    run: Run,
+    probes: [Option<Arc<dyn Probe>>; 3],
+    child: Option<Child>,
+    health: watch::Sender<Health>,
+    /// The deadline last pushed onto the heap for this slot.
+    scheduled: Option<CoreInstant>,
+    touched: bool,
+}
+
+struct RandomJitter(fastrand::Rng);
+
+impl JitterSource for RandomJitter {
+    fn jitter(&mut self, period: Duration) -> Duration {
+        let nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(if nanos == 0 { 0 } else { self.0.u64(0..nanos) })
+    }
+}
+
+pub(crate) fn spawn(
+    requests: mpsc::Receiver<Request>,
+    registry: watch::Sender<Arc<Vec<watch::Receiver<Health>>>>,
+    events: broadcast::Sender<Event>,
+    options: MonitorOptions,
+) {
+    let driver = Driver {
+        slots: Vec::new(),
+        names: HashMap::new(),
+        tasks: JoinSet::new(),
+        heap: BinaryHeap::new(),
+        origin: Instant::now(),
+        wall_origin: SystemTime::now(),
+        events,
+        registry,
+        options,
+        shutdown: None,
+        actions: Vec::new(),
+    };
+    tokio::spawn(driver.run(requests));
+}
+
+struct Driver {
+    slots: Vec<Slot>,
+    names: HashMap<Arc<str>, usize>,
+    tasks: JoinSet<Done>,
+    heap: BinaryHeap<Reverse<(CoreInstant, usize)>>,
+    origin: Instant,
+    wall_origin: SystemTime,
+    events: broadcast::Sender<Event>,
+    registry: watch::Sender<Arc<Vec<watch::Receiver<Health>>>>,
+    options: MonitorOptions,
+    /// Set once shutdown began: who to tell when it is done.
+    shutdown: Option<Vec<oneshot::Sender<()>>>,
+    actions: Vec<Action>,
+}
+
+impl Driver {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        let far = self.origin + Duration::from_secs(86400 * 365 * 30);
+        let sleep = tokio::time::sleep_until(far);
+        tokio::pin!(sleep);
+        let mut open = true;
+        loop {
+            let deadline = self.next_deadline();
+            sleep.as_mut().reset(deadline.map_or(far, |d| self.origin + d.since_origin()));
+            tokio::select! {
+                biased;
+                done = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Some(Ok(done)) = done {
+                        let now = self.now();
+                        self.done(now, done);
+                    }
+                }
+                req = requests.recv(), if open => match req {
+                    Some(req) => {
+                        let now = self.now();
+                        self.request(now, req);
+                    }
+                    None => {
+                        open = false;
+                        let now = self.now();
+                        self.begin_shutdown(now, None);
+                    }
+                },
+                () = &mut sleep, if deadline.is_some() => {
+                    let now = self.now();
+                    self.tick(now);
+                }
+            }
+            self.publish();
+            if self.shutdown_complete() {
+                break;
+            }
+        }
+        // Let output readers drain what the children wrote last, then end every task.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(done) = self.tasks.join_next().await {
+                if let Ok(Done::Manual { reply, .. }) = done {
+                    let _ = reply.send(Err(Error::Closed));
+                }
+            }
+        })
+        .await;
+        self.tasks.shutdown().await;
+        for reply in self.shutdown.take().unwrap_or_default() {
+            let _ = reply.send(());
+        }
+    }
+
+    fn now(&self) -> CoreInstant {
+        CoreInstant::from_origin(Instant::now().saturating_duration_since(self.origin))
+    }
+
+    fn next_deadline(&mut self) -> Option<CoreInstant> {
+        while let Some(&Reverse((t, i))) = self.heap.peek() {
+            if self.slots[i].scheduled == Some(t) {
+                return Some(t);
+            }
+            self.heap.pop(); // stale: the slot rescheduled since
+        }
+        None
+    }
+
+    fn tick(&mut self, now: CoreInstant) {
+        while let Some(&Reverse((t, i))) = self.heap.peek() {
+            if t > now {
+                break;
+            }
+            self.heap.pop();
+            if self.slots[i].scheduled == Some(t) {
+                self.slots[i].scheduled = None;
+                self.feed(i, now, Input::Tick);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- requests
+
+    fn request(&mut self, now: CoreInstant, req: Request) {
+        match req {
+            Request::Register { component, reply } => {
+                let _ = reply.send(self.register(now, *component));
+            }
+            Request::Act { name, op, reply } => {
+                let result = self.slot_of(&name).map(|i| {
+                    let input = match op {
+                        Op::Start => Input::Start,
+                        Op::Stop => Input::Stop,
+                        Op::Restart => Input::Restart,
+                        Op::Reset => Input::Reset,
+                    };
+                    if self.shutdown.is_none() || op == Op::Stop {
+                        self.feed(i, now, input);
+                    }
+                });
+                let _ = reply.send(result);
+            }
+            Request::Check { name, kind, reply } => match self.slot_of(&name) {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(i) => match self.probe_task(i, kind) {
+                    Some(run) => {
+                        self.tasks.spawn(async move { Done::Manual { outcome: run.await, reply } });
+                    }
+                    None => {
+                        let _ = reply.send(Err(Error::NoSuchProbe { name, kind }));
+                    }
+                },
+            },
+            Request::Notify { name, incarnation, message, reply } => {
+                let result = self
+                    .slot_of(&name)
+                    .map(|i| self.feed(i, now, Input::Notify { incarnation, message }));
+                let _ = reply.send(result);
+            }
+            Request::Shutdown { reply } => self.begin_shutdown(now, Some(reply)),
+        }
+    }
+
+    fn slot_of(&self, name: &str) -> Result<usize, Error> {
+        self.names.get(name).copied().ok_or_else(|| Error::UnknownComponent(name.to_owned()))
+    }
+
+    fn register(&mut self, now: CoreInstant, c: Component) -> Result<(), Error> {
+        if self.names.contains_key(c.name.as_str()) {
+            return Err(Error::DuplicateComponent(c.name));
+        }
+        if self.shutdown.is_some() {
+            return Err(Error::Closed);
+        }
+        let spec = c.spec();
+        let core = hale_core::Component::new(spec).map_err(|errors| Error::InvalidComponent {
+            name: c.name.clone(),
+            errors: errors.iter().map(ToString::to_string).collect(),
+        })?;
+        let core = if self.options.jitter {
+            core.with_jitter(Box::new(RandomJitter(fastrand::Rng::new())), CoreInstant::ZERO)
+        } else {
+            core
+        };
+        let name: Arc<str> = c.name.as_str().into();
+        let kind: Arc<str> = c.kind_label.as_str().into();
+        let probes = c.checks.map(|check| check.map(|c| c.probe));
+        let i = self.slots.len();
+        let slot = Slot {
+            name: name.clone(),
+            kind,
+            core,
+            run: c.run,
+            probes,
+            child: None,
+            health: watch::Sender::new(placeholder_health(&name)),
+            scheduled: None,
+            touched: true,
+        };
+        slot.health.send_replace(self.health_of(&slot, now));
+        let rx = slot.health.subscribe();
+        self.slots.push(slot);
+        self.names.insert(name, i);
+        self.registry.send_modify(|list| Arc::make_mut(list).push(rx));
+        if c.autostart {
+            self.feed(i, now, Input::Start);
+        }
+        Ok(())
+    }
+
+    fn begin_shutdown(&mut self, now: CoreInstant, reply: Option<oneshot::Sender<()>>) {
+        let waiting = self.shutdown.get_or_insert_with(Vec::new);
+        waiting.extend(reply);
+        for i in 0..self.slots.len() {
+            self.feed(i, now, Input::Stop);
+        }
+    }
+
+    fn shutdown_complete(&self) -> bool {
+        self.shutdown.is_some()
+            && self.slots.iter().all(|s| {
+                s.child.is_none()
+                    && !s.core.has_instance()
+                    && matches!(s.core.state(), State::Stopped | State::Failed)
+            })
+    }
+
+    // ---------------------------------------------------------------- finished tasks
+
+    fn done(&mut self, now: CoreInstant, done: Done) {
+        match done {
+            Done::Exited { slot, incarnation, pid, exit } => {
+                // The main process is gone: whatever it left in its group goes with it.
+                let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL as i32);
+                let s = &mut self.slots[slot];
+                if s.child.as_ref().is_some_and(|c| c.incarnation == incarnation) {
+                    s.child = None;
+                }
+                self.feed(slot, now, Input::Exited { incarnation, exit });
+            }
+            Done::Probe { slot, incarnation, kind, outcome } => {
+                self.feed(slot, now, Input::ProbeDone { incarnation, kind, outcome });
+            }
+            Done::Manual { outcome, reply } => {
+                let at = SystemTime::now();
+                let _ = reply.send(Ok(ProbeResult {
+                    at,
+                    duration: outcome.duration,
+                    ok: outcome.ok,
+                    output: join_reason(&outcome),
+                }));
+            }
+            Done::Started { slot, incarnation, result } => {
+                let input = match result {
+                    Ok(()) => Input::Spawned { incarnation },
+                    Err(error) => Input::SpawnFailed { incarnation, error },
+                };
+                self.feed(slot, now, input);
+            }
+            Done::Stopped { slot, incarnation } => {
+                self.feed(slot, now, Input::Stopped { incarnation });
+            }
+            Done::Output => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- the machine
+
+    /// Hand `input` to slot `i`'s machine and carry out what it asks, including the inputs
+    /// that actions answer at once (a spawn's success or failure).
+    fn feed(&mut self, i: usize, now: CoreInstant, input: Input) {
+        let mut out = std::mem::take(&mut self.actions);
+        let mut pending = vec![input];
+        while let Some(input) = pending.pop() {
+            out.clear();
+            self.slots[i].core.handle(now, input, &mut out);
+            for action in out.drain(..) {
+                if let Some(next) = self.perform(i, now, action) {
+                    pending.push(next);
+                }
+            }
+        }
+        self.actions = out;
+        let slot = &mut self.slots[i];
+        slot.touched = true;
+        let next = slot.core.next_deadline();
+        if next != slot.scheduled {
+            slot.scheduled = next;
+            if let Some(t) = next {
+                self.heap.push(Reverse((t, i)));
+            }
+        }
+    }
+
+    fn perform(&mut self, i: usize, now: CoreInstant, action: Action) -> Option<Input> {
+        match action {
+            Action::Start { incarnation, restart } => self.start(i, incarnation, restart),
+            Action::Signal { incarnation, signal } => {
+                let slot = &self.slots[i];
+                if let (Some(child), Run::Process(cmd)) = (&slot.child, &slot.run)
+                    && child.incarnation == incarnation
+                {
+                    let sig = match signal {
+                        Signal::Stop => cmd.stop_signal,
+                        Signal::Kill => nix::sys::signal::Signal::SIGKILL as i32,
+                    };
+                    if let Err(e) = process::signal_group(child.pid, sig) {
+                        tracing::warn!(component = %slot.name, "signal {sig}: {e}");
+                    }
+                }
+                None
+            }
+            Action::StopExternal { incarnation } => {
+                let slot = &self.slots[i];
+                let Run::External(ext) = &slot.run else {
+                    return Some(Input::Stopped { incarnation });
+                };
+                let Some(stop) = ext.stop.clone() else {
+                    return Some(Input::Stopped { incarnation });
+                };
+                let ctx = ActionContext { component: slot.name.clone(), incarnation };
+                let limit = slot.core.spec().stop_timeout;
+                let name = slot.name.clone();
+                self.tasks.spawn(async move {
+                    match tokio::time::timeout(limit, AssertUnwindSafe(stop(ctx)).catch_unwind())
+                        .await
+                    {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(e))) => tracing::warn!(component = %name, "stop action: {e}"),
+                        Ok(Err(_)) => tracing::warn!(component = %name, "stop action panicked"),
+                        Err(_) => tracing::warn!(component = %name, "stop action timed out"),
+                    }
+                    Done::Stopped { slot: i, incarnation }
+                });
+                None
+            }
+            Action::RunProbe { incarnation, kind } => {
+                if let Some(run) = self.probe_task_for(i, kind, incarnation) {
+                    self.tasks.spawn(async move {
+                        Done::Probe { slot: i, incarnation, kind, outcome: run.await }
+                    });
+                }
+                None
+            }
+            Action::Transition { from, to, reason } => {
+                let slot = &self.slots[i];
+                tracing::info!(component = %slot.name, %from, %to, "{reason}");
+                let _ = self.events.send(Event {
+                    at: self.wall(now),
+                    component: slot.name.clone(),
+                    from,
+                    to,
+                    reason,
+                    incarnation: slot.core.incarnation(),
+                });
+                None
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize, incarnation: u64, restart: bool) -> Option<Input> {
+        let slot = &mut self.slots[i];
+        match &slot.run {
+            Run::Process(cmd) => {
+                let env = [
+                    ("HALE_COMPONENT".to_owned(), slot.name.to_string()),
+                    ("HALE_INCARNATION".to_owned(), incarnation.to_string()),
+                ];
+                match process::spawn(cmd, &env) {
+                    Ok(mut child) => {
+                        let Some(pid) = child.id() else {
+                            return Some(Input::SpawnFailed {
+                                incarnation,
+                                error: "the child exited before it could be watched".into(),
+                            });
+                        };
+                        if let Some(sink) = cmd.output.clone() {
+                            if let Some(out) = child.stdout.take() {
+                                let (name, sink) = (slot.name.clone(), sink.clone());
+                                self.tasks.spawn(async move {
+                                    process::pump(out, name, Stream::Stdout, sink).await;
+                                    Done::Output
+                                });
+                            }
+                            if let Some(err) = child.stderr.take() {
+                                let name = slot.name.clone();
+                                self.tasks.spawn(async move {
+                                    process::pump(err, name, Stream::Stderr, sink).await;
+                                    Done::Output
+                                });
+                            }
+                        }
+                        slot.child = Some(Child { incarnation, pid });
+                        self.tasks.spawn(async move {
+                            let exit = match child.wait().await {
+                                Ok(status) => exit_of(status),
+                                Err(_) => Exit::Code(-1),
+                            };
+                            Done::Exited { slot: i, incarnation, pid, exit }
+                        });
+                        Some(Input::Spawned { incarnation })
+                    }
+                    Err(e) => {
+                        let program = cmd.argv.first().map(|p| p.to_string_lossy().into_owned());
+                        Some(Input::SpawnFailed {
+                            incarnation,
+                            error: format!("spawn {}: {e}", program.unwrap_or_default()),
+                        })
+                    }
+                }
+            }
+            Run::External(ext) => {
+                let f = if restart {
+                    ext.restart.clone().or(ext.start.clone())
+                } else {
+                    ext.start.clone()
+                };
+                let Some(f) = f else { return Some(Input::Spawned { incarnation }) };
+                let ctx = ActionContext { component: slot.name.clone(), incarnation };
+                let limit = slot.core.spec().restart_timeout;
+                self.tasks.spawn(async move {
+                    let result =
+                        match tokio::time::timeout(limit, AssertUnwindSafe(f(ctx)).catch_unwind())
+                            .await
+                        {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(_)) => Err("start action panicked".to_owned()),
+                            Err(_) => Err(format!("start action timed out after {limit:?}")),
+                        };
+                    Done::Started { slot: i, incarnation, result }
+                });
+                None
+            }
+        }
+    }
+
+    /// The future of one run of slot `i`'s `kind` probe against its current instance.
+    fn probe_task(
+        &self,
+        i: usize,
+        kind: ProbeKind,
+    ) -> Option<impl Future<Output = ProbeOutcome> + use<>> {
+        let incarnation = self.slots[i].core.incarnation();
+        self.probe_task_for(i, kind, incarnation)
+    }
+
+    fn probe_task_for(
+        &self,
+        i: usize,
+        kind: ProbeKind,
+        incarnation: u64,
+    ) -> Option<impl Future<Output = ProbeOutcome> + use<>> {
+        let slot = &self.slots[i];
+        let probe = slot.probes[kind as usize].clone()?;
+        let timeout = slot.core.spec().probe(kind)?.timeout;
+        let pid = slot.child.as_ref().filter(|c| c.incarnation == incarnation).map(|c| c.pid);
+        let ctx = ProbeContext { component: slot.name.clone(), kind, incarnation, pid, timeout };
+        Some(run_probe(probe, ctx, timeout))
+    }
+
+    // ---------------------------------------------------------------- health
+
+    fn wall(&self, at: CoreInstant) -> SystemTime {
+        self.wall_origin + at.since_origin()
+    }
+
+    fn publish(&mut self) {
+        let now = self.now();
+        for i in 0..self.slots.len() {
+            if self.slots[i].touched {
+                self.slots[i].touched = false;
+                let h = self.health_of(&self.slots[i], now);
+                self.slots[i].health.send_replace(h);
+            }
+        }
+    }
+
+    fn health_of(&self, slot: &Slot, now: CoreInstant) -> Health {
+        let st = slot.core.status(now);
+        let std_now = std::time::Instant::now();
+        let mut probes = BTreeMap::new();
+        for kind in ProbeKind::ALL {
+            if let Some(p) = &st.probes[kind as usize] {
+                let last = p
+                    .last
+                    .iter()
+                    .map(|r| ProbeResult {
+                        at: self.wall(r.at),
+                        duration: r.duration,
+                        ok: r.ok,
+                        output: r.output.clone(),
+                    })
+                    .collect();
+                probes.insert(
+                    kind,
+                    ProbeHealth {
+                        consecutive_successes: p.consecutive_successes,
+                        consecutive_failures: p.consecutive_failures,
+                        last,
+                    },
+                );
+            }
+        }
+        Health {
+            name: slot.name.clone(),
+            kind: slot.kind.clone(),
+            state: st.state,
+            ready: st.ready,
+            healthy: st.healthy,
+            pid: slot.child.as_ref().map(|c| c.pid),
+            incarnation: st.incarnation,
+            started_at: st.uptime.and_then(|u| std_now.checked_sub(u)),
+            restart_count: st.restart_count,
+            restarts_in_window: st.restarts_in_window,
+            unstable: st.unstable,
+            next_restart_at: st.next_restart_in.map(|d| std_now + d),
+            last_error: st.last_error,
+            last_exit: st.last_exit,
+            status_text: st.status_text,
+            stopping: st.stopping,
+            probes,
+        }
+    }
+}
+
+fn placeholder_health(name: &Arc<str>) -> Health {
+    Health {
+        name: name.clone(),
+        kind: "".into(),
+        state: State::Stopped,
+        ready: false,
+        healthy: false,
+        pid: None,
+        incarnation: 0,
+        started_at: None,
+        restart_count: 0,
+        restarts_in_window: 0,
+        unstable: 0,
+        next_restart_at: None,
+        last_error: None,
+        last_exit: None,
+        status_text: None,
+        stopping: false,
+        probes: BTreeMap::new(),
+    }
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(sig)) => Exit::Signal(sig),
+        (None, None) => Exit::Code(-1),
+    }
+}
+
+fn join_reason(o: &ProbeOutcome) -> String {
+    match &o.reason {
+        Some(r) if o.output.is_empty() => r.clone(),
+        Some(r) => format!("{r}\n{}", o.output),
+        None => o.output.clone(),
+    }
+}
+
+/// Run one check with the driver's timeout; a panic or an overrun is a failure with a reason.
+async fn run_probe(probe: Arc<dyn Probe>, ctx: ProbeContext, timeout: Duration) -> ProbeOutcome {
+    let started = Instant::now();
+    let describe = probe.describe();
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| probe.check(ctx))) {
+        Ok(fut) => fut,
+        Err(_) => return ProbeOutcome::fail(Duration::ZERO, format!("{describe}: check panicked")),
+    };
+    let result = tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await;
+    let took = started.elapsed();
+    match result {
+        Ok(Ok(Ok(output))) => ProbeOutcome::pass(took, hale_core::truncate_output(&output)),
+        Ok(Ok(Err(e))) => ProbeOutcome {
+            ok: false,
+            duration: took,
+            reason: Some(e.reason),
+            output: hale_core::truncate_output(&e.output),
+        },
+        Ok(Err(_)) => ProbeOutcome::fail(took, format!("{describe}: check panicked")),
+        Err(_) => ProbeOutcome::fail(took, format!("{describe}: timed out after {timeout:?}")),
+    }
+}
