@@ -1,0 +1,275 @@
+//! The daemon's API: one axum router, served on the control socket (`state_dir/hale.sock`,
+//! mode 0600, peers checked by their credentials) and, later, on the HTTP address.
+//!
+//! Every response is JSON in CONTRACT.md's shapes. Handlers only read health snapshots and send
+//! commands to the monitor; they never block the driver.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hale::{Exit, Health, Monitor, Op};
+use serde_json::{Value, json};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::config::DependCondition;
+
+/// What the API handlers share with the daemon.
+pub struct Shared {
+    /// The supervision task.
+    pub monitor: Monitor,
+    /// Components waiting for a dependency: name -> (dependency, condition).
+    pub waiting: Mutex<HashMap<String, (String, DependCondition)>>,
+    /// Set to true to ask for a graceful shutdown.
+    pub shutdown: watch::Sender<bool>,
+    /// Becomes true once every component has stopped.
+    pub stopped: watch::Receiver<bool>,
+    /// Dependency waiters, aborted when an operator acts on the component.
+    pub waiters: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+}
+
+impl Shared {
+    fn waiting_text(&self, name: &str) -> Option<String> {
+        let waiting = self.waiting.lock().ok()?;
+        let (dep, cond) = waiting.get(name)?;
+        let mut text = format!("waiting for {dep} ({})", cond.as_str());
+        if let Some(h) = self.monitor.health(dep)
+            && h.state == hale::State::Failed
+        {
+            text.push_str(&format!(": {dep} has failed and needs `hale reset` or `hale start`"));
+        }
+        Some(text)
+    }
+
+    /// Forget a pending dependency wait (an operator took over).
+    pub fn cancel_wait(&self, name: &str) {
+        if let Ok(mut w) = self.waiters.lock()
+            && let Some(handle) = w.remove(name)
+        {
+            handle.abort();
+        }
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(name);
+        }
+    }
+}
+
+/// A component's status as CONTRACT.md's JSON object.
+pub fn health_json(h: &Health, waiting: Option<String>) -> Value {
+    let last_exit = h.last_exit.map(|e| match e {
+        Exit::Code(c) => json!({"code": c, "signal": null}),
+        Exit::Signal(s) => json!({"code": null, "signal": s}),
+    });
+    let probes: serde_json::Map<String, Value> = h
+        .probes
+        .iter()
+        .map(|(kind, p)| {
+            let last: Vec<Value> = p
+                .last
+                .iter()
+                .map(|r| {
+                    json!({
+                        "at": humantime::format_rfc3339_millis(r.at).to_string(),
+                        "ok": r.ok,
+                        "duration_ms": r.duration.as_secs_f64() * 1000.0,
+                        "output": r.output,
+                    })
+                })
+                .collect();
+            (
+                kind.as_str().to_owned(),
+                json!({
+                    "consecutive_successes": p.consecutive_successes,
+                    "consecutive_failures": p.consecutive_failures,
+                    "last": last,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "name": &*h.name,
+        "kind": &*h.kind,
+        "state": h.state.as_str(),
+        "ready": h.ready,
+        "healthy": h.healthy,
+        "pid": h.pid,
+        "incarnation": h.incarnation,
+        "uptime_ms": h.uptime().map(|d| d.as_millis() as u64),
+        "restart_count": h.restart_count,
+        "restarts_in_window": h.restarts_in_window,
+        "unstable": h.unstable,
+        "next_restart_in_ms": h.next_restart_in().map(|d| d.as_millis() as u64),
+        "last_error": h.last_error,
+        "last_exit": last_exit,
+        "status_text": h.status_text,
+        "waiting_for": waiting,
+        "stopping": h.stopping,
+        "probes": probes,
+    })
+}
+
+type App = Arc<Shared>;
+
+/// The router: CONTRACT.md's endpoints.
+pub fn router(shared: App) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/components/{name}", get(component))
+        .route("/v1/components/{name}/{action}", post(act))
+        .route("/v1/down", post(down))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn status(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
+    let wanted: Vec<String> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("name="))
+        .map(|v| percent_decode(v))
+        .collect();
+    let all = app.monitor.health_summary();
+    for name in &wanted {
+        if !all.iter().any(|h| &*h.name == name) {
+            return error(StatusCode::NOT_FOUND, format!("no component named {name:?}"));
+        }
+    }
+    let components: Vec<Value> = all
+        .iter()
+        .filter(|h| wanted.is_empty() || wanted.iter().any(|w| **w == *h.name))
+        .map(|h| health_json(h, app.waiting_text(&h.name)))
+        .collect();
+    Json(json!({"components": components})).into_response()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn component(State(app): State<App>, Path(name): Path<String>) -> Response {
+    match app.monitor.health(&name) {
+        Some(h) => Json(health_json(&h, app.waiting_text(&name))).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no component named {name:?}")),
+    }
+}
+
+async fn act(State(app): State<App>, Path((name, action)): Path<(String, String)>) -> Response {
+    let op = match action.as_str() {
+        "start" => Op::Start,
+        "stop" => Op::Stop,
+        "restart" => Op::Restart,
+        "reset" => Op::Reset,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}: use start, stop, restart or reset"),
+            );
+        }
+    };
+    if app.monitor.health(&name).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no component named {name:?}"));
+    }
+    if matches!(op, Op::Start | Op::Stop | Op::Restart) {
+        app.cancel_wait(&name);
+    }
+    match app.monitor.act(&name, op).await {
+        Ok(()) => Json(json!({"ok": true, "component": name, "action": action})).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn down(State(app): State<App>) -> Response {
+    let _ = app.shutdown.send(true);
+    let mut stopped = app.stopped.clone();
+    let _ = stopped.wait_for(|s| *s).await;
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let not_ready: Vec<String> = app
+        .monitor
+        .health_summary()
+        .iter()
+        .filter(|h| !h.healthy && h.state != hale::State::Stopped)
+        .map(|h| format!("{}: {}", h.name, h.last_error.as_deref().unwrap_or(h.state.as_str())))
+        .collect();
+    if not_ready.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", not_ready.join("\n"))).into_response()
+    }
+}
+
+/// A Unix listener that admits only peers running as our user or as root, and logs the rest.
+pub struct CheckedUnixListener(pub UnixListener);
+
+impl axum::serve::Listener for CheckedUnixListener {
+    type Io = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let me = nix::unistd::geteuid().as_raw();
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => match stream.peer_cred() {
+                    Ok(cred) if cred.uid() == me || cred.uid() == 0 => return (stream, addr),
+                    Ok(cred) => tracing::warn!(
+                        "refused a control connection from uid {} (pid {:?}): only uid {me} and root may control this daemon",
+                        cred.uid(),
+                        cred.pid()
+                    ),
+                    Err(e) => {
+                        tracing::warn!("refused a control connection: no peer credentials: {e}")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!("accept on the control socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}

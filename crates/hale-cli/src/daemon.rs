@@ -1,0 +1,354 @@
+//! `hale up`: the long-lived daemon that supervises what a `hale.toml` describes.
+//!
+//! It registers every component with a [`hale::Monitor`] (those with `depends_on` once their
+//! dependencies meet their conditions), captures output to `state_dir/logs`, appends
+//! transitions to `state_dir/events.jsonl`, serves the control socket, and on SIGTERM, SIGINT or
+//! `hale down` stops components in reverse dependency order before it exits 0. A second signal
+//! kills every process group at once.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hale::{Health, Monitor, MonitorOptions, OutputSink, State};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::api::{self, CheckedUnixListener, Shared};
+use crate::config::{self, Config, DependCondition};
+use crate::events::EventLog;
+use crate::logs::{ComponentLog, Foreground};
+use crate::plan;
+
+/// `println!` that never panics: the daemon keeps running when nobody reads its stdout.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+const COLORS: [&str; 6] = ["\x1b[36m", "\x1b[33m", "\x1b[32m", "\x1b[35m", "\x1b[34m", "\x1b[31m"];
+
+/// Whether a dependency's health meets a `depends_on` condition.
+pub fn condition_met(h: &Health, cond: DependCondition) -> bool {
+    match cond {
+        DependCondition::Started => {
+            matches!(h.state, State::Running) || (h.incarnation > 0 && h.ready)
+        }
+        DependCondition::Ready => h.ready,
+        DependCondition::Healthy => h.healthy,
+        DependCondition::Completed => h.incarnation > 0 && h.is_settled() && h.last_exit.is_some(),
+        DependCondition::CompletedSuccessfully => {
+            h.incarnation > 0
+                && h.state == State::Stopped
+                && h.pid.is_none()
+                && h.last_exit.is_some()
+        }
+    }
+}
+
+/// Run the daemon in the foreground until it is told to stop; returns the exit code.
+pub async fn run(config: Config) -> Result<i32> {
+    let state_dir = config.hale.state_dir.clone();
+    std::fs::create_dir_all(state_dir.join("logs"))
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let socket = state_dir.join("hale.sock");
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            bail!(
+                "a hale daemon is already running for {} (socket {}); stop it with `hale down -c {}`",
+                config.path.display(),
+                socket.display(),
+                config.path.display()
+            );
+        }
+        std::fs::remove_file(&socket)
+            .with_context(|| format!("removing the stale socket {}", socket.display()))?;
+    }
+
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let width = config.components.iter().map(|c| c.name.len()).max().unwrap_or(4);
+    let mut planned = Vec::new();
+    for (i, c) in config.components.iter().enumerate() {
+        let prefix = if color {
+            format!("{}{:<width$}\x1b[0m | ", COLORS[i % COLORS.len()], c.name)
+        } else {
+            format!("{:<width$} | ", c.name)
+        };
+        let sink: Option<Arc<dyn OutputSink>> = if c.run.is_process() {
+            let mut log = ComponentLog::open(
+                &state_dir,
+                &c.name,
+                config.hale.log_max_size,
+                config.hale.log_keep,
+                Some(Foreground { prefix }),
+            )
+            .with_context(|| format!("opening the log file of {}", c.name))?;
+            let p = plan::component(c, None)?;
+            for s in p.log_sinks {
+                log.also(s);
+            }
+            Some(Arc::new(log))
+        } else {
+            None
+        };
+        let p = plan::component(c, sink)?;
+        planned.push(p.component);
+    }
+
+    let monitor = Monitor::with_options(MonitorOptions::default());
+    let mut events = EventLog::open(&state_dir)
+        .with_context(|| format!("opening {}", crate::events::events_path(&state_dir).display()))?;
+    let mut rx = monitor.subscribe();
+    let event_task = tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if let Err(err) = events.append(&e) {
+                        tracing::warn!("writing the events file: {err}");
+                    }
+                    say!("[hale] {}: {} -> {}: {}", e.component, e.from, e.to, e.reason);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        "{n} transitions were not written to the events file (too many at once)"
+                    );
+                }
+                Err(_) => break,
+            }
+        }
+    });
+
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        monitor: monitor.clone(),
+        waiting: Mutex::new(HashMap::new()),
+        shutdown: shutdown_tx,
+        stopped: stopped_rx,
+        waiters: Mutex::new(HashMap::new()),
+    });
+
+    // Register in dependency order; dependents wait for their conditions before they start.
+    let order = config::dependency_order(&config);
+    let mut components: Vec<Option<hale::Component>> = planned.into_iter().map(Some).collect();
+    let mut waiters = tokio::task::JoinSet::new();
+    for &i in &order {
+        let c = &config.components[i];
+        let Some(component) = components[i].take() else { continue };
+        let deps = c.depends_on.clone();
+        monitor.register(component.autostart(deps.is_empty())).await?;
+        if !deps.is_empty() {
+            let (shared2, name) = (shared.clone(), c.name.clone());
+            if let Some((dep, cond)) = deps.first() {
+                shared
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.clone(), (dep.clone(), *cond));
+            }
+            let handle = waiters.spawn(async move { wait_then_start(shared2, name, deps).await });
+            shared.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(c.name.clone(), handle);
+        }
+    }
+
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+    let app = api::router(shared.clone());
+    let mut serve_stop = stopped_rx_clone(&shared);
+    let server = tokio::spawn(async move {
+        axum::serve(CheckedUnixListener(listener), app)
+            .with_graceful_shutdown(async move {
+                let _ = serve_stop.wait_for(|s| *s).await;
+                // Let the `down` reply reach its client before the connection closes.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            })
+            .await
+    });
+    say!(
+        "[hale] supervising {} components from {}; control socket {}",
+        config.components.len(),
+        config.path.display(),
+        socket.display()
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => say!("[hale] SIGHUP: reload is not supported by this build yet; nothing changed"),
+            r = shutdown_rx.changed() => if r.is_err() || *shutdown_rx.borrow() { break },
+        }
+    }
+    say!("[hale] stopping every component in reverse dependency order");
+    waiters.abort_all();
+    let stop = stop_all(&monitor, &config);
+    tokio::pin!(stop);
+    let mut forced = false;
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = term.recv() => { forced = true; break }
+            _ = int.recv() => { forced = true; break }
+        }
+    }
+    if forced {
+        say!("[hale] second signal: killing every process group now");
+        kill_everything(&monitor);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), monitor.shutdown()).await;
+    let _ = stopped_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = std::fs::remove_file(&socket);
+    event_task.abort();
+    say!("[hale] stopped");
+    Ok(if forced { 1 } else { 0 })
+}
+
+fn stopped_rx_clone(shared: &Shared) -> watch::Receiver<bool> {
+    shared.stopped.clone()
+}
+
+async fn wait_then_start(shared: Arc<Shared>, name: String, deps: Vec<(String, DependCondition)>) {
+    for (dep, cond) in deps {
+        if let Ok(mut w) = shared.waiting.lock() {
+            w.insert(name.clone(), (dep.clone(), cond));
+        }
+        let Some(mut rx) = shared.monitor.watch(&dep) else { return };
+        if rx.wait_for(|h| condition_met(h, cond)).await.is_err() {
+            return;
+        }
+    }
+    if let Ok(mut w) = shared.waiting.lock() {
+        w.remove(&name);
+    }
+    if let Ok(mut w) = shared.waiters.lock() {
+        w.remove(&name);
+    }
+    if let Err(e) = shared.monitor.start(&name).await {
+        tracing::warn!("starting {name}: {e}");
+    }
+}
+
+/// Stop each component once everything that depends on it has stopped.
+async fn stop_all(monitor: &Monitor, config: &Config) {
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for c in &config.components {
+        for (dep, _) in &c.depends_on {
+            dependents.entry(dep.as_str()).or_default().push(c.name.as_str());
+        }
+    }
+    let stops = config.components.iter().map(|c| {
+        let deps = dependents.get(c.name.as_str()).cloned().unwrap_or_default();
+        async move {
+            for d in deps {
+                let _ = monitor.wait_for(d, Health::is_settled).await;
+            }
+            let _ = monitor.stop(&c.name).await;
+            let _ = monitor.wait_for(&c.name, Health::is_settled).await;
+        }
+    });
+    futures_util::future::join_all(stops).await;
+}
+
+fn kill_everything(monitor: &Monitor) {
+    for h in monitor.health_summary() {
+        if let Some(pid) = h.pid
+            && let Ok(pid) = i32::try_from(pid)
+            && pid > 1
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// `hale up -d`: start the daemon in its own session, detached from this terminal, with its
+/// output in `state_dir/hale.log`; return once every component has started, or fail naming
+/// what did not.
+pub fn detach(config_path: &Path, config: &Config) -> Result<i32> {
+    let state_dir = &config.hale.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let log_path = state_dir.join("hale.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("finding the hale executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up").arg("-c").arg(config_path);
+    cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().context("starting the daemon")?;
+    let socket = state_dir.join("hale.sock");
+    let started = std::time::Instant::now();
+    let names: Vec<String> = config.components.iter().map(|c| c.name.clone()).collect();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the daemon exited with {status} before it was ready; see {}",
+                log_path.display()
+            );
+        }
+        if let Ok(v) = crate::client::request_blocking(&socket, "GET", "/v1/status") {
+            let comps = v["components"].as_array().cloned().unwrap_or_default();
+            let failed: Vec<String> = comps
+                .iter()
+                .filter(|c| c["state"] == "failed")
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c["name"].as_str().unwrap_or("?"),
+                        c["last_error"].as_str().unwrap_or("failed")
+                    )
+                })
+                .collect();
+            if !failed.is_empty() {
+                eprintln!(
+                    "hale: the daemon runs (pid {}), but these components failed:",
+                    child.id()
+                );
+                for f in failed {
+                    eprintln!("  {f}");
+                }
+                return Ok(1);
+            }
+            let all_started = names.iter().all(|n| {
+                comps.iter().any(|c| {
+                    c["name"] == n.as_str()
+                        && (c["state"] == "running"
+                            || (c["state"] == "stopped"
+                                && c["incarnation"].as_u64().unwrap_or(0) > 0))
+                })
+            });
+            if all_started {
+                say!("hale: daemon started (pid {}); every component is up", child.id());
+                return Ok(0);
+            }
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            eprintln!("hale: gave up waiting for every component to start; see `hale status`");
+            return Ok(1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,188 @@
+//! From a validated config to the library's components: one [`hale::Component`] per
+//! `[components.NAME]`, with its probes built from the check keys.
+//!
+//! This is the only place that knows both the config types and the library's: the config stays
+//! a description of the file, the library stays free of serde and TOML.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use hale::probe::{self, Probe};
+use hale::{Check, Command, Component, OutputSink, RestartConfig, RestartPolicy};
+use hale_core::ProbeSpec;
+
+use crate::config::{self, CheckConfig, ComponentConfig, ProbeConfig, Run};
+
+/// A component ready to register, plus the output sinks its log checks need fed.
+pub struct Planned {
+    /// The library component.
+    pub component: Component,
+    /// Log checks that read this component's output.
+    pub log_sinks: Vec<Arc<dyn OutputSink>>,
+}
+
+/// Build the library component for `c`. `output` receives the process's lines (the log file
+/// writer and the foreground printer); log checks are added to it by the caller.
+pub fn component(c: &ComponentConfig, output: Option<Arc<dyn OutputSink>>) -> Result<Planned> {
+    let mut log_sinks: Vec<Arc<dyn OutputSink>> = Vec::new();
+    let mut component = match &c.run {
+        Run::Command(argv) => {
+            let Some((program, args)) = argv.split_first() else {
+                bail!("component {:?}: command is empty", c.name)
+            };
+            Component::process(&c.name, command(c, Command::new(program).args(args), output))
+        }
+        Run::Shell(script) => {
+            Component::process(&c.name, command(c, Command::shell(script), output))
+        }
+        Run::Docker(container) => {
+            bail!(
+                "component {:?}: docker components (docker = {container:?}) are not supported by this build yet",
+                c.name
+            )
+        }
+        Run::Actions { start, stop, restart } => {
+            let mut ext = hale::External::new();
+            if let Some(argv) = start {
+                ext = ext.start(argv_action(argv.clone(), c));
+            }
+            if let Some(argv) = stop {
+                ext = ext.stop(argv_action(argv.clone(), c));
+            }
+            if let Some(argv) = restart {
+                ext = ext.restart(argv_action(argv.clone(), c));
+            }
+            Component::external(&c.name, ext)
+        }
+    };
+    let r = &c.restart;
+    component = component
+        .restart(RestartConfig {
+            policy: match r.policy {
+                config::RestartPolicy::Always => RestartPolicy::Always,
+                config::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+                config::RestartPolicy::Never => RestartPolicy::Never,
+            },
+            max_restarts: r.max_restarts,
+            window: r.window,
+            min_uptime: r.min_uptime,
+            initial_backoff: r.initial_backoff,
+            max_backoff: r.max_backoff,
+            multiplier: r.multiplier,
+        })
+        .stop_timeout(c.stop_timeout)
+        .restart_timeout(c.restart_timeout)
+        .success_exit_status(c.success_exit_status.iter().copied())
+        .restart_prevent_exit_status(c.restart_prevent_exit_status.iter().copied())
+        .restart_force_exit_status(c.restart_force_exit_status.iter().copied());
+    if c.ready == config::ReadyMode::Notify {
+        component = component.ready_on_notify(c.start_timeout);
+    }
+    if let Some(w) = c.watchdog {
+        component = component.watchdog(w);
+    }
+    if let Some(p) = &c.startup {
+        component = component.startup(check(c, p, &mut log_sinks)?);
+    }
+    if let Some(p) = &c.liveness {
+        component = component.liveness(check(c, p, &mut log_sinks)?);
+    }
+    if let Some(p) = &c.readiness {
+        component = component.readiness(check(c, p, &mut log_sinks)?);
+    }
+    Ok(Planned { component, log_sinks })
+}
+
+fn command(c: &ComponentConfig, mut cmd: Command, output: Option<Arc<dyn OutputSink>>) -> Command {
+    if let Some(dir) = &c.cwd {
+        cmd = cmd.cwd(dir);
+    }
+    for (k, v) in &c.env {
+        cmd = cmd.env(k, v);
+    }
+    cmd = cmd.stop_signal(c.stop_signal);
+    if let Some(sink) = output {
+        cmd = cmd.output(sink);
+    }
+    cmd
+}
+
+/// An external action that runs an argv and succeeds when it exits 0.
+fn argv_action(argv: Vec<String>, c: &ComponentConfig) -> hale::ActionFn {
+    let cwd = c.cwd.clone();
+    let env = c.env.clone();
+    hale::action(move |_ctx| {
+        let argv = argv.clone();
+        let cwd = cwd.clone();
+        let env = env.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
+            if let Some(dir) = cwd {
+                cmd.current_dir(dir);
+            }
+            cmd.envs(env);
+            let status = cmd.status().await.map_err(|e| format!("{}: {e}", argv[0]))?;
+            if status.success() { Ok(()) } else { Err(format!("{:?} {status}", argv)) }
+        }
+    })
+}
+
+fn check(
+    c: &ComponentConfig,
+    p: &ProbeConfig,
+    log_sinks: &mut Vec<Arc<dyn OutputSink>>,
+) -> Result<Check> {
+    let probe: Arc<dyn Probe> = match &p.check {
+        CheckConfig::Exec(argv) => Arc::new(probe::Exec::new(argv.clone())?),
+        CheckConfig::Sh(script) => Arc::new(probe::Exec::sh(script.clone())?),
+        CheckConfig::Tcp(addr) => Arc::new(probe::Tcp::new(addr.clone())?),
+        CheckConfig::Http { url, method, headers, status, body_contains, ca_file, insecure } => {
+            let mut h = probe::Http::get(url)?.method(method)?.status_range(status.0, status.1)?;
+            for (k, v) in headers {
+                h = h.header(k, v)?;
+            }
+            if let Some(text) = body_contains {
+                h = h.body_contains(text.clone());
+            }
+            if let Some(ca) = ca_file {
+                h = h.ca_file(ca)?;
+            }
+            if *insecure {
+                h = h.insecure();
+            }
+            Arc::new(h)
+        }
+        other => {
+            let _ = log_sinks;
+            bail!(
+                "component {:?}: the {} check is not supported by this build yet",
+                c.name,
+                check_name(other)
+            )
+        }
+    };
+    let spec = ProbeSpec {
+        initial_delay: p.initial_delay,
+        period: p.period,
+        timeout: p.timeout,
+        success_threshold: p.success_threshold,
+        failure_threshold: p.failure_threshold,
+        termination_grace: p.termination_grace,
+    };
+    Ok(Check::from_arc(probe).with_spec(spec))
+}
+
+fn check_name(c: &CheckConfig) -> &'static str {
+    match c {
+        CheckConfig::Exec(_) => "exec",
+        CheckConfig::Sh(_) => "sh",
+        CheckConfig::Tcp(_) => "tcp",
+        CheckConfig::Http { .. } => "http",
+        CheckConfig::Grpc { .. } => "grpc",
+        CheckConfig::Process { .. } => "process",
+        CheckConfig::Docker(_) => "docker",
+        CheckConfig::File { .. } => "file",
+        CheckConfig::Log { .. } => "log",
+    }
+}
