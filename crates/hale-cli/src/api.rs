@@ -137,7 +137,7 @@ async fn status(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
         .unwrap_or_default()
         .split('&')
         .filter_map(|kv| kv.strip_prefix("name="))
-        .map(|v| percent_decode(v))
+        .map(percent_decode)
         .collect();
     let all = app.monitor.health_summary();
     for name in &wanted {

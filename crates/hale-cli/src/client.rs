@@ -130,12 +130,9 @@ pub async fn print_status(target: &Target, names: &[String], json: bool) -> Resu
         println!("{}", serde_json::json!({"components": comps}));
         return Ok(0);
     }
-    println!(
-        "{:<16} {:<11} {:<5} {:>7} {:>9} {:>8}  {}",
-        "NAME", "STATE", "READY", "PID", "UPTIME", "RESTARTS", "INFO"
-    );
+    println!("NAME             STATE       READY     PID    UPTIME RESTARTS  INFO");
     for c in &comps {
-        let uptime = c["uptime_ms"].as_u64().map(|ms| fmt_ms(ms)).unwrap_or_else(|| "-".into());
+        let uptime = c["uptime_ms"].as_u64().map(fmt_ms).unwrap_or_else(|| "-".into());
         let pid = c["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let info = if let Some(w) = c["waiting_for"].as_str() {
             w.to_owned()

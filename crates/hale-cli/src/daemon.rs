@@ -89,7 +89,7 @@ pub async fn run(config: Config) -> Result<i32> {
                 Some(Foreground { prefix }),
             )
             .with_context(|| format!("opening the log file of {}", c.name))?;
-            let p = plan::component(c, None)?;
+            let p = plan::component(c, &config.base_dir, None)?;
             for s in p.log_sinks {
                 log.also(s);
             }
@@ -97,7 +97,7 @@ pub async fn run(config: Config) -> Result<i32> {
         } else {
             None
         };
-        let p = plan::component(c, sink)?;
+        let p = plan::component(c, &config.base_dir, sink)?;
         planned.push(p.component);
     }
 
@@ -194,14 +194,11 @@ pub async fn run(config: Config) -> Result<i32> {
     waiters.abort_all();
     let stop = stop_all(&monitor, &config);
     tokio::pin!(stop);
-    let mut forced = false;
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            _ = term.recv() => { forced = true; break }
-            _ = int.recv() => { forced = true; break }
-        }
-    }
+    let forced = tokio::select! {
+        () = &mut stop => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    };
     if forced {
         say!("[hale] second signal: killing every process group now");
         kill_everything(&monitor);

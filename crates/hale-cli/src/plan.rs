@@ -4,6 +4,7 @@
 //! This is the only place that knows both the config types and the library's: the config stays
 //! a description of the file, the library stays free of serde and TOML.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
@@ -23,17 +24,30 @@ pub struct Planned {
 
 /// Build the library component for `c`. `output` receives the process's lines (the log file
 /// writer and the foreground printer); log checks are added to it by the caller.
-pub fn component(c: &ComponentConfig, output: Option<Arc<dyn OutputSink>>) -> Result<Planned> {
+/// Children run in `cwd` when set, else in the config file's directory (`base_dir`), as with
+/// docker compose: relative paths in a config then mean the same wherever `hale up` runs.
+pub fn component(
+    c: &ComponentConfig,
+    base_dir: &Path,
+    output: Option<Arc<dyn OutputSink>>,
+) -> Result<Planned> {
+    let cwd = c.cwd.clone().unwrap_or_else(|| base_dir.to_path_buf());
     let mut log_sinks: Vec<Arc<dyn OutputSink>> = Vec::new();
     let mut component = match &c.run {
         Run::Command(argv) => {
             let Some((program, args)) = argv.split_first() else {
                 bail!("component {:?}: command is empty", c.name)
             };
-            Component::process(&c.name, command(c, Command::new(program).args(args), output))
+            // A relative program path with a slash means relative to the child's directory.
+            let program = if program.contains('/') && Path::new(program).is_relative() {
+                cwd.join(program).into_os_string()
+            } else {
+                program.into()
+            };
+            Component::process(&c.name, command(c, &cwd, Command::new(program).args(args), output))
         }
         Run::Shell(script) => {
-            Component::process(&c.name, command(c, Command::shell(script), output))
+            Component::process(&c.name, command(c, &cwd, Command::shell(script), output))
         }
         Run::Docker(container) => {
             bail!(
@@ -44,13 +58,13 @@ pub fn component(c: &ComponentConfig, output: Option<Arc<dyn OutputSink>>) -> Re
         Run::Actions { start, stop, restart } => {
             let mut ext = hale::External::new();
             if let Some(argv) = start {
-                ext = ext.start(argv_action(argv.clone(), c));
+                ext = ext.start(argv_action(argv.clone(), c, &cwd));
             }
             if let Some(argv) = stop {
-                ext = ext.stop(argv_action(argv.clone(), c));
+                ext = ext.stop(argv_action(argv.clone(), c, &cwd));
             }
             if let Some(argv) = restart {
-                ext = ext.restart(argv_action(argv.clone(), c));
+                ext = ext.restart(argv_action(argv.clone(), c, &cwd));
             }
             Component::external(&c.name, ext)
         }
@@ -93,10 +107,13 @@ pub fn component(c: &ComponentConfig, output: Option<Arc<dyn OutputSink>>) -> Re
     Ok(Planned { component, log_sinks })
 }
 
-fn command(c: &ComponentConfig, mut cmd: Command, output: Option<Arc<dyn OutputSink>>) -> Command {
-    if let Some(dir) = &c.cwd {
-        cmd = cmd.cwd(dir);
-    }
+fn command(
+    c: &ComponentConfig,
+    cwd: &Path,
+    mut cmd: Command,
+    output: Option<Arc<dyn OutputSink>>,
+) -> Command {
+    cmd = cmd.cwd(cwd);
     for (k, v) in &c.env {
         cmd = cmd.env(k, v);
     }
@@ -108,8 +125,8 @@ fn command(c: &ComponentConfig, mut cmd: Command, output: Option<Arc<dyn OutputS
 }
 
 /// An external action that runs an argv and succeeds when it exits 0.
-fn argv_action(argv: Vec<String>, c: &ComponentConfig) -> hale::ActionFn {
-    let cwd = c.cwd.clone();
+fn argv_action(argv: Vec<String>, c: &ComponentConfig, cwd: &Path) -> hale::ActionFn {
+    let cwd = cwd.to_path_buf();
     let env = c.env.clone();
     hale::action(move |_ctx| {
         let argv = argv.clone();
@@ -118,9 +135,7 @@ fn argv_action(argv: Vec<String>, c: &ComponentConfig) -> hale::ActionFn {
         async move {
             let mut cmd = tokio::process::Command::new(&argv[0]);
             cmd.args(&argv[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
-            if let Some(dir) = cwd {
-                cmd.current_dir(dir);
-            }
+            cmd.current_dir(cwd);
             cmd.envs(env);
             let status = cmd.status().await.map_err(|e| format!("{}: {e}", argv[0]))?;
             if status.success() { Ok(()) } else { Err(format!("{:?} {status}", argv)) }
