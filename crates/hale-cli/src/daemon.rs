@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::api::{self, CheckedUnixListener, Shared};
 use crate::config::{self, Config, DependCondition};
 use crate::events::EventLog;
+use crate::leftovers;
 use crate::logs::{ComponentLog, Foreground};
 use crate::plan;
 
@@ -71,6 +72,14 @@ pub async fn run(config: Config) -> Result<i32> {
             .with_context(|| format!("removing the stale socket {}", socket.display()))?;
     }
 
+    for r in leftovers::end(&state_dir) {
+        say!(
+            "[hale] ended {} (pid {}), left running by a daemon that did not stop cleanly",
+            r.name,
+            r.pid
+        );
+    }
+
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let width = config.components.iter().map(|c| c.name.len()).max().unwrap_or(4);
     let mut planned = Vec::new();
@@ -105,12 +114,30 @@ pub async fn run(config: Config) -> Result<i32> {
     let mut events = EventLog::open(&state_dir)
         .with_context(|| format!("opening {}", crate::events::events_path(&state_dir).display()))?;
     let mut rx = monitor.subscribe();
+    let (records_monitor, records_dir) = (monitor.clone(), state_dir.clone());
     let event_task = tokio::spawn(async move {
+        let mut recorded: Vec<leftovers::Record> = Vec::new();
         loop {
             match rx.recv().await {
                 Ok(e) => {
                     if let Err(err) = events.append(&e) {
                         tracing::warn!("writing the events file: {err}");
+                    }
+                    // Keep `children` current, so that a killed daemon's successor can end them.
+                    let now: Vec<leftovers::Record> = records_monitor
+                        .health_summary()
+                        .iter()
+                        .filter_map(|h| {
+                            let pid = h.pid?;
+                            let start = leftovers::start_time(pid)?;
+                            Some(leftovers::Record { name: h.name.to_string(), pid, start })
+                        })
+                        .collect();
+                    if now != recorded {
+                        if let Err(err) = leftovers::write(&records_dir, &now) {
+                            tracing::warn!("writing the children record: {err}");
+                        }
+                        recorded = now;
                     }
                     say!("[hale] {}: {} -> {}: {}", e.component, e.from, e.to, e.reason);
                 }
@@ -208,6 +235,7 @@ pub async fn run(config: Config) -> Result<i32> {
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let _ = std::fs::remove_file(&socket);
     event_task.abort();
+    let _ = std::fs::remove_file(leftovers::path(&state_dir));
     say!("[hale] stopped");
     Ok(if forced { 1 } else { 0 })
 }
