@@ -206,6 +206,20 @@ pub async fn run(config: Config) -> Result<i32> {
         socket.display()
     );
 
+    // Under systemd (Type=notify): READY=1 with a status line, then watchdog pings at half the
+    // period for as long as the loop below runs. Without NOTIFY_SOCKET these do nothing.
+    let summary = |m: &Monitor| {
+        let all = m.health_summary();
+        let healthy = all.iter().filter(|h| h.healthy).count();
+        format!("{healthy} of {} components healthy", all.len())
+    };
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&summary(&monitor)),
+    ]);
+    let ping = sd_notify::watchdog_enabled().map(|d| d / 2).unwrap_or(Duration::from_secs(3600));
+    let mut ping = tokio::time::interval(ping);
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -215,8 +229,13 @@ pub async fn run(config: Config) -> Result<i32> {
             _ = int.recv() => break,
             _ = hup.recv() => say!("[hale] SIGHUP: reload is not supported by this build yet; nothing changed"),
             r = shutdown_rx.changed() => if r.is_err() || *shutdown_rx.borrow() { break },
+            _ = ping.tick() => {
+                let status = summary(&monitor);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&status)]);
+            }
         }
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     say!("[hale] stopping every component in reverse dependency order");
     waiters.abort_all();
     let stop = stop_all(&monitor, &config);

@@ -95,6 +95,14 @@ pub fn component(
     if let Some(w) = c.watchdog {
         component = component.watchdog(w);
     }
+    if c.run.is_process() {
+        // Every process component gets a NOTIFY_SOCKET: STATUS= and RESTART_RESET=1 are useful
+        // without `ready = "notify"`.
+        component = component.notify_access(match c.notify_access {
+            config::NotifyAccess::Main => hale::NotifyAccess::Main,
+            config::NotifyAccess::All => hale::NotifyAccess::All,
+        });
+    }
     if let Some(p) = &c.startup {
         component = component.startup(check(c, p, &mut log_sinks)?);
     }

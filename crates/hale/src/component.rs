@@ -303,6 +303,16 @@ impl External {
     }
 }
 
+/// Who may send sd_notify messages for a component (`notify_access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotifyAccess {
+    /// Only the main process (the one hale spawned).
+    #[default]
+    Main,
+    /// Any process in the component's process group.
+    All,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) enum Run {
     Process(Command),
@@ -318,6 +328,7 @@ pub struct Component {
     pub(crate) checks: [Option<Check>; 3],
     pub(crate) spec: Spec,
     pub(crate) autostart: bool,
+    pub(crate) notify: Option<NotifyAccess>,
 }
 
 impl Component {
@@ -339,6 +350,7 @@ impl Component {
             checks: [None, None, None],
             spec: Spec { kind, ..Spec::default() },
             autostart: true,
+            notify: None,
         }
     }
 
@@ -402,16 +414,26 @@ impl Component {
         self
     }
 
-    /// Require `READY=1` on the notify socket to pass the startup gate.
+    /// Require `READY=1` on the notify socket to pass the startup gate (gives the process a
+    /// `NOTIFY_SOCKET`).
     pub fn ready_on_notify(mut self, start_timeout: Duration) -> Self {
         self.spec.ready = ReadyMode::Notify;
         self.spec.start_timeout = start_timeout;
+        self.notify.get_or_insert_default();
         self
     }
 
-    /// sd_notify watchdog period.
+    /// sd_notify watchdog period: exported as `WATCHDOG_USEC` (and `WATCHDOG_PID`); no
+    /// `WATCHDOG=1` within it after startup condemns the instance.
     pub fn watchdog(mut self, period: Duration) -> Self {
         self.spec.watchdog = Some(period);
+        self.notify.get_or_insert_default();
+        self
+    }
+
+    /// Give a process component a `NOTIFY_SOCKET` and say who may use it.
+    pub fn notify_access(mut self, access: NotifyAccess) -> Self {
+        self.notify = Some(access);
         self
     }
 

@@ -24,8 +24,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::component::{ActionContext, Component, Run, Stream};
+use crate::component::{ActionContext, Component, NotifyAccess, Run, Stream};
 use crate::monitor::{Error, Event, Health, MonitorOptions, Op, ProbeHealth, ProbeResult};
+use crate::notify::{self, NotifySocket};
 use crate::probe::{Probe, ProbeContext};
 use crate::process;
 
@@ -63,6 +64,8 @@ struct Slot {
     probes: [Option<Arc<dyn Probe>>; 3],
     child: Option<Child>,
     health: watch::Sender<Health>,
+    /// Who may notify, and the `NOTIFY_SOCKET` value, when the component has a socket.
+    notify: Option<(NotifyAccess, String)>,
     /// The deadline last pushed onto the heap for this slot.
     scheduled: Option<CoreInstant>,
     touched: bool,
@@ -83,6 +86,7 @@ pub(crate) fn spawn(
     events: broadcast::Sender<Event>,
     options: MonitorOptions,
 ) {
+    let (notify_tx, notify_rx) = mpsc::unbounded_channel();
     let driver = Driver {
         slots: Vec::new(),
         names: HashMap::new(),
@@ -95,8 +99,9 @@ pub(crate) fn spawn(
         options,
         shutdown: None,
         actions: Vec::new(),
+        notify_tx,
     };
-    tokio::spawn(driver.run(requests));
+    tokio::spawn(driver.run(requests, notify_rx));
 }
 
 struct Driver {
@@ -112,10 +117,18 @@ struct Driver {
     /// Set once shutdown began: who to tell when it is done.
     shutdown: Option<Vec<oneshot::Sender<()>>>,
     actions: Vec<Action>,
+    /// Notify socket readers send (slot, sender pid, messages) here.
+    notify_tx: mpsc::UnboundedSender<NotifyDatagram>,
 }
 
+type NotifyDatagram = (usize, Option<u32>, Vec<NotifyMessage>);
+
 impl Driver {
-    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut notifications: mpsc::UnboundedReceiver<NotifyDatagram>,
+    ) {
         let far = self.origin + Duration::from_secs(86400 * 365 * 30);
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);
@@ -142,6 +155,10 @@ impl Driver {
                         self.begin_shutdown(now, None);
                     }
                 },
+                Some((i, pid, messages)) = notifications.recv() => {
+                    let now = self.now();
+                    self.notified(now, i, pid, messages);
+                }
                 () = &mut sleep, if deadline.is_some() => {
                     let now = self.now();
                     self.tick(now);
@@ -263,6 +280,36 @@ impl Driver {
         let kind: Arc<str> = c.kind_label.as_str().into();
         let probes = c.checks.map(|check| check.map(|c| c.probe));
         let i = self.slots.len();
+        let notify = match (&c.run, c.notify) {
+            (Run::Process(_), Some(access)) => {
+                let socket = NotifySocket::bind(&c.name).map_err(|e| Error::InvalidComponent {
+                    name: c.name.clone(),
+                    errors: vec![format!("notify socket: {e}")],
+                })?;
+                let env_value = socket.env_value.clone();
+                let tx = self.notify_tx.clone();
+                let component = c.name.clone();
+                self.tasks.spawn(async move {
+                    loop {
+                        match socket.recv().await {
+                            Ok((pid, data)) => {
+                                let messages = notify::parse(&data);
+                                if !messages.is_empty() && tx.send((i, pid, messages)).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(component, "notify socket: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                    Done::Output
+                });
+                Some((access, env_value))
+            }
+            _ => None,
+        };
         let slot = Slot {
             name: name.clone(),
             kind,
@@ -270,6 +317,7 @@ impl Driver {
             run: c.run,
             probes,
             child: None,
+            notify,
             health: watch::Sender::new(placeholder_health(&name)),
             scheduled: None,
             touched: true,
@@ -300,6 +348,39 @@ impl Driver {
                     && !s.core.has_instance()
                     && matches!(s.core.state(), State::Stopped | State::Failed)
             })
+    }
+
+    /// Datagrams from a component's notify socket: accepted from its main process, or with
+    /// `NotifyAccess::All` from any process of its group; anything else is logged and dropped.
+    fn notified(
+        &mut self,
+        now: CoreInstant,
+        i: usize,
+        pid: Option<u32>,
+        messages: Vec<NotifyMessage>,
+    ) {
+        let slot = &self.slots[i];
+        let (Some(child), Some((access, _))) = (&slot.child, &slot.notify) else { return };
+        let allowed = match (pid, access) {
+            (Some(p), _) if p == child.pid => true,
+            (Some(p), NotifyAccess::All) => i32::try_from(p).ok().is_some_and(|p| {
+                nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(p)))
+                    .is_ok_and(|g| g.as_raw() as u32 == child.pid)
+            }),
+            _ => false,
+        };
+        if !allowed {
+            tracing::warn!(
+                component = %slot.name,
+                "ignored a notify message from pid {pid:?}: only the main process (pid {}) may send (notify_access)",
+                child.pid
+            );
+            return;
+        }
+        let incarnation = child.incarnation;
+        for message in messages {
+            self.feed(i, now, Input::Notify { incarnation, message });
+        }
     }
 
     // ---------------------------------------------------------------- finished tasks
@@ -439,11 +520,19 @@ impl Driver {
         let slot = &mut self.slots[i];
         match &slot.run {
             Run::Process(cmd) => {
-                let env = [
+                let mut env = vec![
                     ("HALE_COMPONENT".to_owned(), slot.name.to_string()),
                     ("HALE_INCARNATION".to_owned(), incarnation.to_string()),
                 ];
-                match process::spawn(cmd, &env) {
+                let watchdog = slot.core.spec().watchdog;
+                if let Some((_, socket)) = &slot.notify {
+                    env.push(("NOTIFY_SOCKET".to_owned(), socket.clone()));
+                    if let Some(w) = watchdog {
+                        env.push(("WATCHDOG_USEC".to_owned(), w.as_micros().to_string()));
+                    }
+                }
+                let watchdog_pid = watchdog.is_some() && slot.notify.is_some();
+                match process::spawn(cmd, &env, watchdog_pid) {
                     Ok(mut child) => {
                         let Some(pid) = child.id() else {
                             return Some(Input::SpawnFailed {

@@ -34,11 +34,13 @@
 mod component;
 mod driver;
 mod monitor;
+pub mod notify;
 pub mod probe;
 mod process;
 
 pub use component::{
-    ActionContext, ActionFn, Check, Command, Component, External, OutputSink, Stream, action,
+    ActionContext, ActionFn, Check, Command, Component, External, NotifyAccess, OutputSink, Stream,
+    action,
 };
 pub use hale_core::{
     Exit, NotifyMessage, ProbeKind, ProbeSpec, RestartConfig, RestartPolicy, Spec, State,

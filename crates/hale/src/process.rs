@@ -20,10 +20,17 @@ use crate::component::{Command, OutputSink, Stream};
 /// The longest line handed to an [`OutputSink`] at once; longer lines arrive in pieces.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Spawn `cmd` with `extra_env` on top of its own environment.
+/// Variables hale may have received from its own supervisor (systemd) and must not pass on:
+/// a child talking to hale's supervisor would confuse it. hale sets its own when it gives the
+/// child a notify socket.
+const INHERITED_NOTIFY_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// Spawn `cmd` with `extra_env` on top of its own environment. With `watchdog_pid`, the child
+/// also gets `WATCHDOG_PID` set to its own PID, which is only known after the fork.
 pub(crate) fn spawn(
     cmd: &Command,
     extra_env: &[(String, String)],
+    watchdog_pid: bool,
 ) -> io::Result<tokio::process::Child> {
     let Some((program, args)) = cmd.argv.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
@@ -32,6 +39,9 @@ pub(crate) fn spawn(
     c.args(args).process_group(0).stdin(Stdio::null());
     if let Some(dir) = &cmd.cwd {
         c.current_dir(dir);
+    }
+    for k in INHERITED_NOTIFY_VARS {
+        c.env_remove(k);
     }
     for (k, v) in &cmd.env {
         c.env(k, v);
@@ -42,12 +52,15 @@ pub(crate) fn spawn(
     if cmd.output.is_some() {
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    if cmd.die_with_parent {
-        let parent = std::process::id();
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (prctl, getppid, kill).
-        unsafe {
-            c.pre_exec(move || {
+    let image = if watchdog_pid { Some(ExecImage::new(cmd, extra_env)?) } else { None };
+    let parent = std::process::id();
+    let die_with_parent = cmd.die_with_parent;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (prctl, getppid, kill, getpid, execvpe) and writes into memory
+    // allocated before the fork.
+    unsafe {
+        c.pre_exec(move || {
+            if die_with_parent {
                 if libc_prctl_pdeathsig() != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -55,11 +68,115 @@ pub(crate) fn spawn(
                 if nix::unistd::getppid().as_raw() as u32 != parent {
                     let _ = nix::sys::signal::raise(Signal::SIGKILL);
                 }
-                Ok(())
-            });
-        }
+            }
+            if let Some(image) = &image {
+                return Err(image.exec());
+            }
+            Ok(())
+        });
     }
     c.spawn()
+}
+
+/// A ready-to-exec program, argument and environment image whose `WATCHDOG_PID=` entry is
+/// filled in inside the child, after the fork, without allocating.
+struct ExecImage {
+    program: std::ffi::CString,
+    argv: Vec<std::ffi::CString>,
+    env: Vec<std::ffi::CString>,
+    /// `WATCHDOG_PID=` followed by room for the digits and the NUL.
+    /// Boxed so that its address survives the moves of the image into the closure.
+    pid_entry: Box<std::cell::UnsafeCell<[u8; 40]>>,
+    argv_ptrs: Vec<*const nix::libc::c_char>,
+    env_ptrs: std::cell::UnsafeCell<Vec<*const nix::libc::c_char>>,
+}
+
+// SAFETY: the image is only read, and `pid_entry`/`env_ptrs` only written, in the forked child,
+// which has a single thread.
+unsafe impl Send for ExecImage {}
+unsafe impl Sync for ExecImage {}
+
+impl ExecImage {
+    fn new(cmd: &Command, extra_env: &[(String, String)]) -> io::Result<Self> {
+        use std::ffi::{CString, OsStr, OsString};
+        use std::os::unix::ffi::OsStrExt;
+        let cstr = |s: &OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command")
+            })
+        };
+        let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !INHERITED_NOTIFY_VARS.iter().any(|v| OsStr::new(v) == k))
+            .collect();
+        let mut set = |k: OsString, v: OsString| {
+            vars.retain(|(old, _)| *old != k);
+            vars.push((k, v));
+        };
+        for (k, v) in &cmd.env {
+            set(k.clone(), v.clone());
+        }
+        for (k, v) in extra_env {
+            set(k.into(), v.into());
+        }
+        let env = vars
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.clone();
+                kv.push("=");
+                kv.push(v);
+                cstr(&kv)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let argv = cmd.argv.iter().map(|a| cstr(a)).collect::<io::Result<Vec<_>>>()?;
+        let program = cstr(&cmd.argv[0])?;
+        let mut pid_entry = [0u8; 40];
+        pid_entry[..13].copy_from_slice(b"WATCHDOG_PID=");
+        let mut image = ExecImage {
+            program,
+            argv,
+            env,
+            pid_entry: Box::new(std::cell::UnsafeCell::new(pid_entry)),
+            argv_ptrs: Vec::new(),
+            env_ptrs: std::cell::UnsafeCell::new(Vec::new()),
+        };
+        image.argv_ptrs = image.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let pid_ptr = image.pid_entry.get() as *const nix::libc::c_char;
+        let env_ptrs: Vec<_> =
+            image.env.iter().map(|e| e.as_ptr()).chain([pid_ptr, std::ptr::null()]).collect();
+        image.env_ptrs = std::cell::UnsafeCell::new(env_ptrs);
+        Ok(image)
+    }
+
+    /// In the child: write our PID into the entry and exec; returns only on failure.
+    fn exec(&self) -> io::Error {
+        let pid = std::process::id();
+        // SAFETY: single-threaded child; the buffer was allocated before the fork.
+        let entry = unsafe { &mut *self.pid_entry.get() };
+        let mut digits = [0u8; 10];
+        let mut n = pid;
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            entry[13 + i] = digits[len - 1 - i];
+        }
+        entry[13 + len] = 0;
+        // SAFETY: NUL-terminated strings and NULL-terminated pointer arrays built before the fork.
+        unsafe {
+            nix::libc::execvpe(
+                self.program.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                (*self.env_ptrs.get()).as_ptr(),
+            );
+        }
+        io::Error::last_os_error()
+    }
 }
 
 fn libc_prctl_pdeathsig() -> i32 {

@@ -13,14 +13,22 @@ use std::time::Duration;
 pub use hale_core::ProbeKind;
 
 pub mod exec;
+pub mod file;
+pub mod grpc;
 pub mod http;
 mod invalid;
+pub mod log;
 mod os_error;
+pub mod process;
 pub mod tcp;
 
 pub use exec::Exec;
+pub use file::File;
+pub use grpc::Grpc;
 pub use http::{Http, StatusRange};
 pub use invalid::InvalidProbe;
+pub use log::{FanOut, Log};
+pub use process::Process;
 pub use tcp::Tcp;
 
 /// A boxed, sendable future, as returned by [`Probe::check`].
