@@ -221,7 +221,7 @@ impl Service<Uri> for OneShot {
             self.0
                 .take()
                 .map(TokioIo::new)
-                .ok_or_else(|| io::Error::other("the connection was lost")),
+                .ok_or_else(|| io::Error::other("the connection closed before an answer")),
         )
     }
 }
