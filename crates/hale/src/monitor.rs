@@ -240,8 +240,9 @@ impl Monitor {
     }
 
     /// Run one check of `name` now, outside its schedule, and return the result. The result
-    /// is recorded in the probe's history but does not move its counters (the seed's
-    /// `RunHealthCheck`, for tests and diagnostics).
+    /// is only returned: it neither enters the probe's history nor moves its counters, and a
+    /// scheduled run may be in flight at the same time (the seed's `RunHealthCheck`, for tests
+    /// and diagnostics).
     pub async fn run_health_check(
         &self,
         name: &str,
