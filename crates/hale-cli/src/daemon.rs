@@ -220,6 +220,8 @@ pub async fn run(config: Config) -> Result<i32> {
     let ping = sd_notify::watchdog_enabled().map(|d| d / 2).unwrap_or(Duration::from_secs(3600));
     let mut ping = tokio::time::interval(ping);
 
+    crate::footprint::release_startup_code();
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

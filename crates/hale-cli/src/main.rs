@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod daemon;
 mod events;
+mod footprint;
 mod leftovers;
 mod logs;
 mod plan;

@@ -100,6 +100,7 @@ pub(crate) fn spawn(
         shutdown: None,
         actions: Vec::new(),
         notify_tx,
+        readers: Vec::new(),
     };
     tokio::spawn(driver.run(requests, notify_rx));
 }
@@ -119,6 +120,8 @@ struct Driver {
     actions: Vec<Action>,
     /// Notify socket readers send (slot, sender pid, messages) here.
     notify_tx: mpsc::UnboundedSender<NotifyDatagram>,
+    /// The notify readers, which never end by themselves: aborted at shutdown.
+    readers: Vec<tokio::task::AbortHandle>,
 }
 
 type NotifyDatagram = (usize, Option<u32>, Vec<NotifyMessage>);
@@ -170,6 +173,9 @@ impl Driver {
             }
         }
         // Let output readers drain what the children wrote last, then end every task.
+        for reader in self.readers.drain(..) {
+            reader.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while let Some(done) = self.tasks.join_next().await {
                 if let Ok(Done::Manual { reply, .. }) = done {
@@ -228,9 +234,12 @@ impl Driver {
                     };
                     if self.shutdown.is_none() || op == Op::Stop {
                         self.feed(i, now, input);
+                        Ok(())
+                    } else {
+                        Err(Error::Closed) // shutting down: only stop still means something
                     }
                 });
-                let _ = reply.send(result);
+                let _ = reply.send(result.and_then(|r| r));
             }
             Request::Check { name, kind, reply } => match self.slot_of(&name) {
                 Err(e) => {
@@ -289,7 +298,7 @@ impl Driver {
                 let env_value = socket.env_value.clone();
                 let tx = self.notify_tx.clone();
                 let component = c.name.clone();
-                self.tasks.spawn(async move {
+                let reader = self.tasks.spawn(async move {
                     loop {
                         match socket.recv().await {
                             Ok((pid, data)) => {
@@ -306,6 +315,7 @@ impl Driver {
                     }
                     Done::Output
                 });
+                self.readers.push(reader);
                 Some((access, env_value))
             }
             _ => None,
@@ -541,14 +551,18 @@ impl Driver {
                             });
                         };
                         if let Some(sink) = cmd.output.clone() {
-                            if let Some(out) = child.stdout.take() {
+                            if let Some(out) =
+                                child.stdout.take().and_then(|o| o.into_owned_fd().ok())
+                            {
                                 let (name, sink) = (slot.name.clone(), sink.clone());
                                 self.tasks.spawn(async move {
                                     process::pump(out, name, Stream::Stdout, sink).await;
                                     Done::Output
                                 });
                             }
-                            if let Some(err) = child.stderr.take() {
+                            if let Some(err) =
+                                child.stderr.take().and_then(|e| e.into_owned_fd().ok())
+                            {
                                 let name = slot.name.clone();
                                 self.tasks.spawn(async move {
                                     process::pump(err, name, Stream::Stderr, sink).await;

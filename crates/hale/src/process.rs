@@ -13,7 +13,6 @@ use std::process::Stdio;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::component::{Command, OutputSink, Stream};
 
@@ -202,49 +201,125 @@ pub(crate) fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
     }
 }
 
-/// Read `reader` line by line into `sink` until EOF. Lines are split at [`MAX_LINE`] so that
-/// a child printing without newlines cannot grow memory; bytes need not be UTF-8.
-pub(crate) async fn pump<R: AsyncRead + Unpin>(
-    reader: R,
+thread_local! {
+    /// One read buffer per runtime thread, shared by every output pump on it: a supervised
+    /// child costs a few bytes while it is quiet, not a buffer of its own.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// Read a child's pipe line by line into `sink` until EOF. Lines are split at [`MAX_LINE`] so
+/// that a child printing without newlines cannot grow memory; bytes need not be UTF-8.
+pub(crate) async fn pump(
+    pipe: std::os::fd::OwnedFd,
     component: std::sync::Arc<str>,
     stream: Stream,
     sink: std::sync::Arc<dyn OutputSink>,
 ) {
-    let mut reader = BufReader::with_capacity(16 * 1024, reader);
-    let mut line = Vec::with_capacity(256);
+    let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else { return };
+    let mut partial: Vec<u8> = Vec::new();
+    let emit = |line: &[u8]| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        sink.line(&component, stream, line);
+    };
     loop {
-        line.clear();
-        let mut complete = false;
-        while line.len() < MAX_LINE {
-            let buf = match reader.fill_buf().await {
-                Ok(b) => b,
-                Err(_) => break,
-            };
-            if buf.is_empty() {
+        if rx.readable().await.is_err() {
+            break;
+        }
+        let eof = SCRATCH.with_borrow_mut(|buf| match rx.try_read(buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                split_lines(&buf[..n], &mut partial, &emit);
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+            Err(_) => true,
+        });
+        if eof {
+            break;
+        }
+    }
+    if !partial.is_empty() {
+        emit(&partial);
+    }
+}
+
+/// Hand every complete line of `data` to `emit`, carrying an incomplete one in `partial`.
+fn split_lines(mut data: &[u8], partial: &mut Vec<u8>, emit: &impl Fn(&[u8])) {
+    while !data.is_empty() {
+        match data.iter().position(|&b| b == b'\n') {
+            Some(i) if partial.is_empty() && i <= MAX_LINE => emit(&data[..i]),
+            Some(i) => {
+                partial.extend_from_slice(&data[..i]);
+                flush_long(partial, emit);
+                emit(partial);
+                partial.clear();
+            }
+            None => {
+                partial.extend_from_slice(data);
+                flush_long(partial, emit);
                 break;
             }
-            let room = MAX_LINE - line.len();
-            let window = &buf[..buf.len().min(room)];
-            match window.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    line.extend_from_slice(&window[..i]);
-                    reader.consume(i + 1);
-                    complete = true;
-                    break;
-                }
-                None => {
-                    let n = window.len();
-                    line.extend_from_slice(window);
-                    reader.consume(n);
-                }
-            }
         }
-        if line.is_empty() && !complete {
-            return; // EOF
+        match data.iter().position(|&b| b == b'\n') {
+            Some(i) => data = &data[i + 1..],
+            None => break,
         }
-        if line.last() == Some(&b'\r') {
-            line.pop();
+    }
+    if partial.is_empty() && partial.capacity() > 4 * MAX_LINE {
+        *partial = Vec::new(); // give back what a burst of long lines took
+    }
+}
+
+/// Emit full [`MAX_LINE`] pieces of an overlong line, keeping the rest.
+fn flush_long(partial: &mut Vec<u8>, emit: &impl Fn(&[u8])) {
+    if partial.len() >= MAX_LINE {
+        let mut start = 0;
+        while partial.len() - start >= MAX_LINE {
+            emit(&partial[start..start + MAX_LINE]);
+            start += MAX_LINE;
         }
-        sink.line(&component, stream, &line);
+        partial.drain(..start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn lines(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let out = RefCell::new(Vec::new());
+        let mut partial = Vec::new();
+        let emit = |l: &[u8]| out.borrow_mut().push(l.to_vec());
+        for c in chunks {
+            split_lines(c, &mut partial, &emit);
+        }
+        if !partial.is_empty() {
+            emit(&partial);
+        }
+        out.into_inner()
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_joined_and_none_is_lost() {
+        let got = lines(&[b"one\ntw", b"o\n", b"\nthree", b"\nfour"]);
+        assert_eq!(
+            got,
+            vec![
+                b"one".to_vec(),
+                b"two".to_vec(),
+                b"".to_vec(),
+                b"three".to_vec(),
+                b"four".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_without_newlines_is_cut_at_max_line() {
+        let big = vec![b'x'; MAX_LINE * 2 + 10];
+        let got = lines(&[&big[..1000], &big[1000..], b"\nend\n"]);
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 10, 3]);
     }
 }
