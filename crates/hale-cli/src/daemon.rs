@@ -89,25 +89,31 @@ pub async fn run(config: Config) -> Result<i32> {
         } else {
             format!("{:<width$} | ", c.name)
         };
-        let sink: Option<Arc<dyn OutputSink>> = if c.run.is_process() {
-            let mut log = ComponentLog::open(
+        let mut open_log = |checks: Vec<Arc<dyn OutputSink>>| -> Option<Arc<dyn OutputSink>> {
+            let opened = ComponentLog::open(
                 &state_dir,
                 &c.name,
                 config.hale.log_max_size,
                 config.hale.log_keep,
-                Some(Foreground { prefix }),
-            )
-            .with_context(|| format!("opening the log file of {}", c.name))?;
-            let p = plan::component(c, &config.base_dir, None)?;
-            for s in p.log_sinks {
-                log.also(s);
+                Some(Foreground { prefix: prefix.clone() }),
+            );
+            match opened {
+                Ok(mut log) => {
+                    for sink in checks {
+                        log.also(sink);
+                    }
+                    Some(Arc::new(log))
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "opening the log file of {}: {e}; its output goes to hale's own",
+                        c.name
+                    );
+                    None
+                }
             }
-            Some(Arc::new(log))
-        } else {
-            None
         };
-        let p = plan::component(c, &config.base_dir, sink)?;
-        planned.push(p.component);
+        planned.push(plan::component(c, &config.base_dir, &mut open_log)?);
     }
 
     let monitor = Monitor::with_options(MonitorOptions::default());

@@ -159,7 +159,7 @@ fn run(cli: Cli) -> Result<i32> {
                 Ok(cfg) => {
                     let mut bad = 0;
                     for c in &cfg.components {
-                        if let Err(e) = plan::component(c, &cfg.base_dir, None) {
+                        if let Err(e) = plan::component(c, &cfg.base_dir, &mut |_| None) {
                             eprintln!("{}:{}: error: {e:#}", path.display(), c.line);
                             bad += 1;
                         }
@@ -188,7 +188,7 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             };
             for c in &cfg.components {
-                if let Err(e) = plan::component(c, &cfg.base_dir, None) {
+                if let Err(e) = plan::component(c, &cfg.base_dir, &mut |_| None) {
                     eprintln!("{}:{}: error: {e:#}", path.display(), c.line);
                     return Ok(2);
                 }

@@ -14,25 +14,37 @@ use hale_core::ProbeSpec;
 
 use crate::config::{self, CheckConfig, ComponentConfig, ProbeConfig, Run};
 
-/// A component ready to register, plus the output sinks its log checks need fed.
-pub struct Planned {
-    /// The library component.
-    pub component: Component,
-    /// Log checks that read this component's output.
-    pub log_sinks: Vec<Arc<dyn OutputSink>>,
-}
+/// Builds the sink that receives a process component's output lines, given the log checks
+/// that must see them too; `None` leaves the output on hale's own stdout and stderr.
+pub type OutputFactory<'a> =
+    &'a mut dyn FnMut(Vec<Arc<dyn OutputSink>>) -> Option<Arc<dyn OutputSink>>;
 
-/// Build the library component for `c`. `output` receives the process's lines (the log file
-/// writer and the foreground printer); log checks are added to it by the caller.
+/// Build the library component for `c`. Its checks are built first, so that the log checks
+/// can be handed to `output` with the lines they read.
+///
 /// Children run in `cwd` when set, else in the config file's directory (`base_dir`), as with
 /// docker compose: relative paths in a config then mean the same wherever `hale up` runs.
 pub fn component(
     c: &ComponentConfig,
     base_dir: &Path,
-    output: Option<Arc<dyn OutputSink>>,
-) -> Result<Planned> {
+    output: OutputFactory<'_>,
+) -> Result<Component> {
     let cwd = c.cwd.clone().unwrap_or_else(|| base_dir.to_path_buf());
     let mut log_sinks: Vec<Arc<dyn OutputSink>> = Vec::new();
+    let mut checks = Vec::new();
+    for p in [&c.startup, &c.liveness, &c.readiness] {
+        checks.push(match p {
+            Some(p) => Some(check(c, p, &mut log_sinks)?),
+            None => None,
+        });
+    }
+    if !log_sinks.is_empty() && !c.run.is_process() {
+        bail!(
+            "component {:?}: a log check reads the output of a process hale runs; this component has none",
+            c.name
+        );
+    }
+    let output = if c.run.is_process() { output(log_sinks) } else { None };
     let mut component = match &c.run {
         Run::Command(argv) => {
             let Some((program, args)) = argv.split_first() else {
@@ -103,16 +115,18 @@ pub fn component(
             config::NotifyAccess::All => hale::NotifyAccess::All,
         });
     }
-    if let Some(p) = &c.startup {
-        component = component.startup(check(c, p, &mut log_sinks)?);
+    let [startup, liveness, readiness]: [Option<Check>; 3] =
+        checks.try_into().unwrap_or_else(|_| [None, None, None]);
+    if let Some(check) = startup {
+        component = component.startup(check);
     }
-    if let Some(p) = &c.liveness {
-        component = component.liveness(check(c, p, &mut log_sinks)?);
+    if let Some(check) = liveness {
+        component = component.liveness(check);
     }
-    if let Some(p) = &c.readiness {
-        component = component.readiness(check(c, p, &mut log_sinks)?);
+    if let Some(check) = readiness {
+        component = component.readiness(check);
     }
-    Ok(Planned { component, log_sinks })
+    Ok(component)
 }
 
 fn command(
@@ -176,8 +190,20 @@ fn check(
             }
             Arc::new(h)
         }
-        other => {
-            let _ = log_sinks;
+        CheckConfig::Grpc { address, service, tls } => {
+            Arc::new(probe::Grpc::new(address.clone())?.service(service.clone()).tls(*tls))
+        }
+        CheckConfig::Process { pidfile: None } => Arc::new(probe::Process::own()),
+        CheckConfig::Process { pidfile: Some(path) } => {
+            Arc::new(probe::Process::pidfile(path.clone())?)
+        }
+        CheckConfig::File { path, max_age } => Arc::new(probe::File::new(path.clone(), *max_age)?),
+        CheckConfig::Log { pattern, within } => {
+            let log = probe::Log::new(pattern, *within)?;
+            log_sinks.push(Arc::new(log.clone()));
+            Arc::new(log)
+        }
+        other @ CheckConfig::Docker(_) => {
             bail!(
                 "component {:?}: the {} check is not supported by this build yet",
                 c.name,
