@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod component;
+pub mod docker;
 mod driver;
 mod monitor;
 pub mod notify;

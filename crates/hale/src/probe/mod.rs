@@ -12,16 +12,18 @@ use std::time::Duration;
 
 pub use hale_core::ProbeKind;
 
+pub mod docker;
 pub mod exec;
 pub mod file;
 pub mod grpc;
 pub mod http;
 mod invalid;
 pub mod log;
-mod os_error;
+pub(crate) mod os_error;
 pub mod process;
 pub mod tcp;
 
+pub use docker::Docker;
 pub use exec::Exec;
 pub use file::File;
 pub use grpc::Grpc;
