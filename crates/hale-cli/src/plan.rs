@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use hale::probe::{self, Probe};
@@ -62,10 +63,9 @@ pub fn component(
             Component::process(&c.name, command(c, &cwd, Command::shell(script), output))
         }
         Run::Docker(container) => {
-            bail!(
-                "component {:?}: docker components (docker = {container:?}) are not supported by this build yet",
-                c.name
-            )
+            let engine = docker_engine(c)?;
+            Component::external(&c.name, engine.actions(container.clone(), c.stop_timeout))
+                .kind_label("docker")
         }
         Run::Actions { start, stop, restart } => {
             let mut ext = hale::External::new();
@@ -101,6 +101,19 @@ pub fn component(
         .success_exit_status(c.success_exit_status.iter().copied())
         .restart_prevent_exit_status(c.restart_prevent_exit_status.iter().copied())
         .restart_force_exit_status(c.restart_force_exit_status.iter().copied());
+    if let Run::Docker(container) = &c.run {
+        // The engine's SIGKILL comes `stop_timeout` after its stop signal; the driver gives the
+        // whole stop action only the component's stop_timeout, so allow the engine its margin.
+        component = component.stop_timeout(c.stop_timeout + DOCKER_STOP_MARGIN);
+        // A process component's death is seen at once; a container's only by checking it. So a
+        // docker component without a liveness check of its own gets one on its container.
+        if c.liveness.is_none() {
+            let probe = probe::Docker::with_engine(container.clone(), docker_engine(c)?)?;
+            component = component.liveness(
+                Check::new(probe).with_spec(ProbeSpec::defaults(hale::ProbeKind::Liveness)),
+            );
+        }
+    }
     if c.ready == config::ReadyMode::Notify {
         component = component.ready_on_notify(c.start_timeout);
     }
@@ -144,6 +157,16 @@ fn command(
         cmd = cmd.output(sink);
     }
     cmd
+}
+
+/// How much longer than its `stop_timeout` a docker component's stop action may take: the
+/// engine's SIGKILL and the container's exit come after the grace.
+const DOCKER_STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// The engine named by `DOCKER_HOST` (default `/var/run/docker.sock`), for `c`'s container or
+/// docker check.
+fn docker_engine(c: &ComponentConfig) -> Result<hale::docker::Engine> {
+    hale::docker::Engine::from_env().map_err(|e| anyhow::anyhow!("component {:?}: {e}", c.name))
 }
 
 /// An external action that runs an argv and succeeds when it exits 0.
@@ -203,12 +226,8 @@ fn check(
             log_sinks.push(Arc::new(log.clone()));
             Arc::new(log)
         }
-        other @ CheckConfig::Docker(_) => {
-            bail!(
-                "component {:?}: the {} check is not supported by this build yet",
-                c.name,
-                check_name(other)
-            )
+        CheckConfig::Docker(container) => {
+            Arc::new(probe::Docker::with_engine(container.clone(), docker_engine(c)?)?)
         }
     };
     let spec = ProbeSpec {
@@ -220,18 +239,4 @@ fn check(
         termination_grace: p.termination_grace,
     };
     Ok(Check::from_arc(probe).with_spec(spec))
-}
-
-fn check_name(c: &CheckConfig) -> &'static str {
-    match c {
-        CheckConfig::Exec(_) => "exec",
-        CheckConfig::Sh(_) => "sh",
-        CheckConfig::Tcp(_) => "tcp",
-        CheckConfig::Http { .. } => "http",
-        CheckConfig::Grpc { .. } => "grpc",
-        CheckConfig::Process { .. } => "process",
-        CheckConfig::Docker(_) => "docker",
-        CheckConfig::File { .. } => "file",
-        CheckConfig::Log { .. } => "log",
-    }
 }
