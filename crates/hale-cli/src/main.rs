@@ -296,7 +296,12 @@ fn state_dir(cli: &Cli) -> (PathBuf, Option<Vec<String>>) {
     let path = config_path(cli);
     match config::load(&path) {
         Ok(cfg) => {
-            let names = cfg.components.iter().map(|c| c.name.clone()).collect();
+            let names = cfg
+                .components
+                .iter()
+                .filter(|c| c.run.is_process())
+                .map(|c| c.name.clone())
+                .collect();
             (cfg.hale.state_dir, Some(names))
         }
         Err(_) => {
