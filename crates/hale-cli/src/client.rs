@@ -51,11 +51,24 @@ impl Target {
             let why = match e.kind() {
                 std::io::ErrorKind::NotFound => "the socket does not exist".to_owned(),
                 std::io::ErrorKind::ConnectionRefused => "nothing listens on the socket".to_owned(),
+                std::io::ErrorKind::PermissionDenied => {
+                    return anyhow!(
+                        "permission denied on {}: a daemon runs there as another user, and only \
+                         that user and root may control it",
+                        self.socket.display()
+                    );
+                }
                 _ => e.to_string(),
             };
             self.no_daemon(why)
         })?;
-        send(stream, method, path).await
+        send(stream, method, path).await.map_err(|e| {
+            anyhow!(
+                "the daemon at {} refused this client: it admits only its own user and root \
+                 (the connection closed without an answer: {e:#})",
+                self.socket.display()
+            )
+        })
     }
 }
 
@@ -127,10 +140,10 @@ pub async fn status(target: &Target, names: &[String]) -> Result<Vec<Value>> {
 pub async fn print_status(target: &Target, names: &[String], json: bool) -> Result<i32> {
     let comps = status(target, names).await?;
     if json {
-        println!("{}", serde_json::json!({"components": comps}));
+        out!("{}", serde_json::json!({"components": comps}));
         return Ok(0);
     }
-    println!("NAME             STATE       READY     PID    UPTIME RESTARTS  INFO");
+    out!("NAME             STATE       READY     PID    UPTIME RESTARTS  INFO");
     for c in &comps {
         let uptime = c["uptime_ms"].as_u64().map(fmt_ms).unwrap_or_else(|| "-".into());
         let pid = c["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
@@ -143,7 +156,7 @@ pub async fn print_status(target: &Target, names: &[String], json: bool) -> Resu
         } else {
             c["last_error"].as_str().unwrap_or("").to_owned()
         };
-        println!(
+        out!(
             "{:<16} {:<11} {:<5} {:>7} {:>9} {:>8}  {}",
             c["name"].as_str().unwrap_or("?"),
             c["state"].as_str().unwrap_or("?"),
@@ -184,7 +197,7 @@ pub async fn act(target: &Target, action: &str, names: &[String], all: bool) -> 
         let (status, v) =
             target.request("POST", &format!("/v1/components/{}/{action}", encode(&name))).await?;
         if status == 200 {
-            println!("{action}: {name}");
+            out!("{action}: {name}");
         } else {
             eprintln!("hale {action} {name}: {}", v["error"].as_str().unwrap_or("failed"));
             code = 1;
@@ -270,6 +283,6 @@ pub async fn down(target: &Target) -> Result<i32> {
     while target.socket.exists() && start.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("hale: every component stopped; the daemon has exited");
+    out!("hale: every component stopped; the daemon has exited");
     Ok(0)
 }

@@ -54,7 +54,9 @@ pub fn condition_met(h: &Health, cond: DependCondition) -> bool {
 }
 
 /// Run the daemon in the foreground until it is told to stop; returns the exit code.
-pub async fn run(config: Config) -> Result<i32> {
+/// `echo`: copy each component's output to stdout with its name (off for a detached daemon,
+/// whose stdout is a file that nothing rotates).
+pub async fn run(config: Config, echo: bool) -> Result<i32> {
     let state_dir = config.hale.state_dir.clone();
     std::fs::create_dir_all(state_dir.join("logs"))
         .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
@@ -71,6 +73,12 @@ pub async fn run(config: Config) -> Result<i32> {
         std::fs::remove_file(&socket)
             .with_context(|| format!("removing the stale socket {}", socket.display()))?;
     }
+
+    // Signals are ours before the first child exists: a SIGTERM during start-up is a graceful
+    // shutdown like any other, never a daemon killed with its children half started.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
 
     for r in leftovers::end(&state_dir) {
         say!(
@@ -95,7 +103,7 @@ pub async fn run(config: Config) -> Result<i32> {
                 &c.name,
                 config.hale.log_max_size,
                 config.hale.log_keep,
-                Some(Foreground { prefix: prefix.clone() }),
+                echo.then(|| Foreground { prefix: prefix.clone() }),
             );
             match opened {
                 Ok(mut log) => {
@@ -167,6 +175,22 @@ pub async fn run(config: Config) -> Result<i32> {
         waiters: Mutex::new(HashMap::new()),
     });
 
+    // The socket comes before the children: if it cannot be bound, nothing has been started.
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", socket.display()))?;
+    let app = api::router(shared.clone());
+    let mut serve_stop = stopped_rx_clone(&shared);
+    let server = tokio::spawn(async move {
+        axum::serve(CheckedUnixListener(listener), app)
+            .with_graceful_shutdown(async move {
+                let _ = serve_stop.wait_for(|s| *s).await;
+                // Let the `down` reply reach its client before the connection closes.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            })
+            .await
+    });
     // Register in dependency order; dependents wait for their conditions before they start.
     let order = config::dependency_order(&config);
     let mut components: Vec<Option<hale::Component>> = planned.into_iter().map(Some).collect();
@@ -190,21 +214,6 @@ pub async fn run(config: Config) -> Result<i32> {
         }
     }
 
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .with_context(|| format!("binding the control socket {}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting the mode of {}", socket.display()))?;
-    let app = api::router(shared.clone());
-    let mut serve_stop = stopped_rx_clone(&shared);
-    let server = tokio::spawn(async move {
-        axum::serve(CheckedUnixListener(listener), app)
-            .with_graceful_shutdown(async move {
-                let _ = serve_stop.wait_for(|s| *s).await;
-                // Let the `down` reply reach its client before the connection closes.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            })
-            .await
-    });
     say!(
         "[hale] supervising {} components from {}; control socket {}",
         config.components.len(),
@@ -228,9 +237,6 @@ pub async fn run(config: Config) -> Result<i32> {
 
     crate::footprint::release_startup_code();
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -340,9 +346,18 @@ pub fn detach(config_path: &Path, config: &Config) -> Result<i32> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
+    let socket = state_dir.join("hale.sock");
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        bail!(
+            "a hale daemon is already running for {} (socket {}); stop it with `hale down -c {}`",
+            config_path.display(),
+            socket.display(),
+            config_path.display()
+        );
+    }
     let exe = std::env::current_exe().context("finding the hale executable")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("up").arg("-c").arg(config_path);
+    cmd.arg("up").arg("--no-echo").arg("-c").arg(config_path);
     cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // SAFETY: setsid is async-signal-safe; it only detaches the child from our session.
     unsafe {
@@ -351,7 +366,6 @@ pub fn detach(config_path: &Path, config: &Config) -> Result<i32> {
         });
     }
     let mut child = cmd.spawn().context("starting the daemon")?;
-    let socket = state_dir.join("hale.sock");
     let started = std::time::Instant::now();
     let names: Vec<String> = config.components.iter().map(|c| c.name.clone()).collect();
     loop {

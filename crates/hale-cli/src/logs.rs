@@ -191,40 +191,66 @@ pub fn tail(state_dir: &Path, name: &str, n: Option<usize>) -> io::Result<Vec<Re
 }
 
 /// Follow `name`'s log file from its current end, calling `each` for every new record, until
-/// `each` returns false. Survives rotation (the file shrinking or being replaced).
+/// `each` returns false. Survives rotation: when `NAME.log` is renamed away, the rest of the
+/// old file is read before the new one, so no line is skipped.
 pub fn follow(
     state_dir: &Path,
     name: &str,
     mut each: impl FnMut(Record) -> bool,
 ) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let path = log_path(state_dir, name);
     let mut file = File::open(&path)?;
     let mut pos = file.seek(SeekFrom::End(0))?;
     let mut partial = String::new();
     loop {
-        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if len < pos {
-            file = File::open(&path)?;
-            pos = 0;
+        if !read_from(&mut file, &mut pos, &mut partial, &mut each)? {
+            return Ok(());
         }
-        file.seek(SeekFrom::Start(pos))?;
-        let mut reader = BufReader::new(&file);
-        loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 {
-                break;
-            }
-            pos += n as u64;
-            partial.push_str(&line);
-            if partial.ends_with('\n') {
-                let rec = parse(partial.trim_end_matches('\n'));
-                partial.clear();
-                if !each(rec) {
+        let current = fs::metadata(&path).ok();
+        let ours = file.metadata()?;
+        match current {
+            Some(m) if m.ino() != ours.ino() || m.dev() != ours.dev() => {
+                // Rotated: drain what was written to the old file before the rename, then
+                // follow the new file from its start.
+                if !read_from(&mut file, &mut pos, &mut partial, &mut each)? {
                     return Ok(());
                 }
+                file = File::open(&path)?;
+                pos = 0;
+                partial.clear();
+                continue;
             }
+            Some(m) if m.len() < pos => pos = 0, // truncated in place
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Read complete lines from `pos` to the end of `file`; false when `each` asked to stop.
+fn read_from(
+    file: &mut File,
+    pos: &mut u64,
+    partial: &mut String,
+    each: &mut impl FnMut(Record) -> bool,
+) -> io::Result<bool> {
+    file.seek(SeekFrom::Start(*pos))?;
+    let mut reader = BufReader::new(&*file);
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        *pos += n as u64;
+        partial.push_str(&line);
+        if partial.ends_with('\n') {
+            let rec = parse(partial.trim_end_matches('\n'));
+            partial.clear();
+            if !each(rec) {
+                return Ok(false);
+            }
+        }
     }
 }

@@ -5,6 +5,18 @@
 //! 0 ok, 1 the thing asked for did not happen, 2 usage or config error. Errors are printed once,
 //! here, with their context.
 
+/// `println!` for client output that ends the program quietly when stdout's reader has gone
+/// (`hale logs | head`), as Unix tools do, instead of panicking. SIGPIPE itself stays ignored
+/// so that a write to a daemon that closed the socket is an error hale can explain.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod api;
 mod client;
 #[allow(dead_code)]
@@ -49,6 +61,9 @@ enum Cmd {
         /// Detach: run the daemon in the background and return once every component started.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Do not copy component output to stdout (it is always in state_dir/logs).
+        #[arg(long)]
+        no_echo: bool,
     },
     /// Validate the config file: exit 0 when valid, 1 with every error otherwise.
     Check,
@@ -139,14 +154,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Client commands end quietly when their reader goes away (`hale logs | head`), as Unix
-/// tools do, instead of panicking on a failed print. The daemon keeps SIGPIPE ignored.
-fn restore_sigpipe() {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: setting the default disposition installs no handler code.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-}
-
 fn config_path(cli: &Cli) -> PathBuf {
     cli.config.clone().unwrap_or_else(|| PathBuf::from("hale.toml"))
 }
@@ -167,7 +174,7 @@ fn run(cli: Cli) -> Result<i32> {
                     if bad > 0 {
                         return Ok(1);
                     }
-                    println!("{}: ok ({} components)", path.display(), cfg.components.len());
+                    out!("{}: ok ({} components)", path.display(), cfg.components.len());
                     Ok(0)
                 }
                 Err(errors) => {
@@ -177,7 +184,7 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Up { detach } => {
+        Cmd::Up { detach, no_echo } => {
             let path = config_path(&cli);
             let cfg = match config::load(&path) {
                 Ok(cfg) => cfg,
@@ -200,7 +207,7 @@ fn run(cli: Cli) -> Result<i32> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            match rt.block_on(daemon::run(cfg)) {
+            match rt.block_on(daemon::run(cfg, !*no_echo)) {
                 Ok(code) => Ok(code),
                 Err(e) => {
                     eprintln!("hale: {e:#}");
@@ -209,7 +216,6 @@ fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Logs { names, follow, lines, timestamps } => {
-            restore_sigpipe();
             let (state_dir, known) = state_dir(&cli);
             let names = if names.is_empty() {
                 known.unwrap_or_else(|| logged_names(&state_dir))
@@ -219,16 +225,15 @@ fn run(cli: Cli) -> Result<i32> {
             print_logs(&state_dir, &names, *lines, *follow, *timestamps)
         }
         Cmd::Events { follow, json } => {
-            restore_sigpipe();
             let (state_dir, _) = state_dir(&cli);
             for e in events::read_all(&state_dir)
                 .with_context(|| format!("reading events in {}", state_dir.display()))?
             {
-                println!("{}", if *json { e.to_string() } else { events::human(&e) });
+                out!("{}", if *json { e.to_string() } else { events::human(&e) });
             }
             if *follow {
                 events::follow(&state_dir, |e| {
-                    println!("{}", if *json { e.to_string() } else { events::human(e) });
+                    out!("{}", if *json { e.to_string() } else { events::human(e) });
                 })?;
             }
             Ok(0)
@@ -240,7 +245,6 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(2)
         }
         _ => {
-            restore_sigpipe();
             let target = target(&cli);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(client_command(&cli.command, &target))
@@ -342,7 +346,7 @@ fn print_logs(
             line.push_str(&format!("{} {} ", r.at, r.stream));
         }
         line.push_str(&r.text);
-        println!("{line}");
+        out!("{line}");
     };
     let mut all: Vec<(String, logs::Record)> = Vec::new();
     let mut code = 0;

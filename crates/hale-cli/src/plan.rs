@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use hale::probe::{self, Probe};
 use hale::{Check, Command, Component, OutputSink, RestartConfig, RestartPolicy};
 use hale_core::ProbeSpec;
@@ -46,6 +46,11 @@ pub fn component(
         );
     }
     let output = if c.run.is_process() { output(log_sinks) } else { None };
+    let env_file = match &c.env_file {
+        Some(path) => read_env_file(path)
+            .with_context(|| format!("component {:?}: env_file {}", c.name, path.display()))?,
+        None => Vec::new(),
+    };
     let mut component = match &c.run {
         Run::Command(argv) => {
             let Some((program, args)) = argv.split_first() else {
@@ -57,11 +62,15 @@ pub fn component(
             } else {
                 program.into()
             };
-            Component::process(&c.name, command(c, &cwd, Command::new(program).args(args), output))
+            Component::process(
+                &c.name,
+                command(c, env_file.clone(), &cwd, Command::new(program).args(args), output),
+            )
         }
-        Run::Shell(script) => {
-            Component::process(&c.name, command(c, &cwd, Command::shell(script), output))
-        }
+        Run::Shell(script) => Component::process(
+            &c.name,
+            command(c, env_file.clone(), &cwd, Command::shell(script), output),
+        ),
         Run::Docker(container) => {
             let engine = docker_engine(c)?;
             Component::external(&c.name, engine.actions(container.clone(), c.stop_timeout))
@@ -144,11 +153,15 @@ pub fn component(
 
 fn command(
     c: &ComponentConfig,
+    env_file: Vec<(String, String)>,
     cwd: &Path,
     mut cmd: Command,
     output: Option<Arc<dyn OutputSink>>,
 ) -> Command {
     cmd = cmd.cwd(cwd);
+    for (k, v) in env_file {
+        cmd = cmd.env(k, v);
+    }
     for (k, v) in &c.env {
         cmd = cmd.env(k, v);
     }
@@ -239,4 +252,60 @@ fn check(
         termination_grace: p.termination_grace,
     };
     Ok(Check::from_arc(probe).with_spec(spec))
+}
+
+/// Read `KEY=VALUE` lines (docker compose's `.env` format): blank lines and `#` comments are
+/// skipped, an `export ` prefix is allowed, and a value in matching single or double quotes
+/// loses them. Variables from `env` override these.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            bail!("line {}: expected KEY=VALUE, found {line:?}", n + 1);
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            bail!("line {}: {key:?} is not a variable name", n + 1);
+        }
+        let value = value.trim();
+        let value = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        vars.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files_are_read_like_compose_dot_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "# comment\n\nA=1\nexport B = two words \nC=\"quoted\"\nD='x=y'\nE=\n",
+        )
+        .unwrap();
+        let vars = read_env_file(&path).unwrap();
+        let want: Vec<(String, String)> =
+            [("A", "1"), ("B", "two words"), ("C", "quoted"), ("D", "x=y"), ("E", "")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(vars, want);
+        std::fs::write(&path, "A=1\nnot a pair\n").unwrap();
+        let err = read_env_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(read_env_file(&dir.path().join("missing")).is_err());
+    }
 }

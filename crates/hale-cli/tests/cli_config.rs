@@ -291,7 +291,6 @@ fn up_with_a_missing_config_exits_2() {
 }
 
 #[test]
-#[ignore = "hale bug: a `restart = [...]` action next to a [components.x.restart] table is reported as \"this component is already defined: component names must be unique\""]
 fn restart_action_clashing_with_the_restart_table_is_explained() {
     let text = "[components.ext]\nstart = [\"true\"]\nrestart = [\"true\"]\n\n\
                 [components.ext.restart]\npolicy = \"always\"\n";

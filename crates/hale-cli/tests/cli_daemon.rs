@@ -906,7 +906,6 @@ fn a_client_of_another_uid_is_refused() {
 }
 
 #[test]
-#[ignore = "hale bug: a refused client is told \"no hale daemon is running ... start one with `hale up`\" (mode 0600), or dies silently of SIGPIPE (credential check)"]
 fn a_refused_client_says_why() {
     let prefix = match as_nobody() {
         Ok(p) => p,
@@ -1077,7 +1076,6 @@ fn a_second_up_on_the_same_state_dir_refuses_and_leaves_the_first_alone() {
 }
 
 #[test]
-#[ignore = "hale bug: `hale up -d` returns 0 (\"daemon started\") when a daemon already runs, though its own daemon exited 2"]
 fn up_detached_refuses_when_a_daemon_already_runs() {
     let h = Hale::new();
     h.write_config("[components.svc]\ncommand = [\"sleep\", \"100\"]\n");
@@ -1095,7 +1093,6 @@ fn up_detached_refuses_when_a_daemon_already_runs() {
 }
 
 #[test]
-#[ignore = "hale bug: env_file is accepted by the config but never read; the child does not get its variables"]
 fn env_file_variables_reach_the_child() {
     let mut h = Hale::new();
     fs::write(h.path("app.env"), "FROM_FILE=file-value\n# a comment\nBOTH=from-file\n").unwrap();
@@ -1176,7 +1173,6 @@ fn logs_follow_prints_new_lines_as_they_come() {
 }
 
 #[test]
-#[ignore = "hale bug: `hale logs -f` drops the lines written to a log file between its last read and the rotation"]
 fn logs_follow_loses_no_line_across_rotation() {
     let mut h = Hale::new();
     let go = h.path("go");
@@ -1312,7 +1308,6 @@ fn events_follow_prints_new_transitions() {
 }
 
 #[test]
-#[ignore = "hale bug: the daemon installs its SIGTERM handler only after every component was spawned; a SIGTERM in that window kills it by the signal and leaves grandchildren"]
 fn sigterm_during_startup_is_still_a_graceful_shutdown() {
     let mut h = Hale::new();
     let mut text = String::new();
@@ -1333,7 +1328,6 @@ fn sigterm_during_startup_is_still_a_graceful_shutdown() {
 }
 
 #[test]
-#[ignore = "hale bug: while an operator stop is in progress a component without a readiness probe reports ready=false but healthy=true"]
 fn a_component_being_stopped_is_not_healthy() {
     let mut h = Hale::new();
     h.write_config(&format!(
@@ -1397,7 +1391,6 @@ fn logs_of_every_component_skips_those_without_output() {
 }
 
 #[test]
-#[ignore = "hale bug: `hale up` binds its control socket only after spawning every component; when the bind fails it exits 2 and leaves them (and their grandchildren) running"]
 fn up_that_cannot_bind_its_socket_starts_nothing() {
     let mut h = Hale::new();
     let rec = h.path("started.rec");
@@ -1481,7 +1474,6 @@ fn notify_readiness_status_and_watchdog_through_the_daemon() {
 }
 
 #[test]
-#[ignore = "hale bug: with `up -d` every output line is also copied to state_dir/hale.log, which is never rotated: log_max_size and log_keep do not bound the disk used"]
 fn a_detached_daemon_keeps_component_output_within_the_log_limits() {
     let h = Hale::new();
     h.write_config(

@@ -281,7 +281,7 @@ pub struct Status {
     pub state: State,
     /// Whether the instance takes work.
     pub ready: bool,
-    /// `Running` and (ready or no readiness probe).
+    /// `Running` and ready (see [`Component::is_healthy`]).
     pub healthy: bool,
     /// The current (or last) incarnation; 0 before the first start.
     pub incarnation: u64,
@@ -502,9 +502,12 @@ impl Component {
         matches!(self.phase, Phase::Alive(_))
     }
 
-    /// `Running` and (ready or no readiness probe).
+    /// `Running` and ready. SEMANTICS.md §3 says "`Running` and (ready or no readiness probe)";
+    /// without a readiness probe `ready` is true from the startup gate until a stop, a verdict
+    /// or `STOPPING=1`, so the two agree except while an instance is going away, when a
+    /// component must not count as healthy (a dependent would start against it).
     pub fn is_healthy(&self) -> bool {
-        self.state == State::Running && (self.ready || self.spec.readiness.is_none())
+        self.state == State::Running && self.ready
     }
 
     /// The earliest time at which a `Tick` would do something.

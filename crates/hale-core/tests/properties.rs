@@ -164,7 +164,7 @@ proptest! {
         sim.run_until(Duration::from_secs(90));
         prop_assert!(sim.max_alive <= 1, "{} instances alive at once", sim.max_alive);
         let st = sim.comp.status(sim.now);
-        prop_assert_eq!(st.healthy, st.state == State::Running && (st.ready || sim.comp.spec().readiness.is_none()));
+        prop_assert_eq!(st.healthy, st.state == State::Running && st.ready);
         if matches!(st.state, State::Stopped | State::Failed) {
             prop_assert!(!sim.comp.has_instance() && st.uptime.is_none());
         }

@@ -506,6 +506,7 @@ fn stop_drops_readiness_at_once_and_keeps_the_state_until_the_exit() {
     sim.input(Input::Stop);
     let st = sim.comp.status(sim.now);
     assert!(!st.ready && st.stopping);
+    assert!(!st.healthy, "a component being stopped is not healthy, even without readiness");
     assert_eq!(st.state, State::Running);
     sim.settle();
     assert_eq!(sim.state(), State::Stopped);

@@ -238,6 +238,17 @@ impl<'a> Walker<'a> {
             .map(|h| h.trim_matches(['[', ' ']).to_string());
         if msg.starts_with("duplicate key") {
             match header {
+                // `restart = [argv]` (an external action) and a `[components.X.restart]` table
+                // cannot both exist: TOML sees the key defined twice.
+                Some(h) if h.starts_with("components.") && h.ends_with(".restart") => self.error(
+                    span,
+                    &h,
+                    "`restart` is both an action (`restart = [...]`) and the restart settings table",
+                    Some(
+                        "move the action into the table as `action = [...]` under this header"
+                            .to_string(),
+                    ),
+                ),
                 Some(h) if h.starts_with("components.") => self.error(
                     span,
                     &h,
