@@ -60,6 +60,9 @@ pub struct Http {
     status: StatusRange,
     body_contains: Option<String>,
     trust: Trust,
+    /// The TLS client configuration, built on the first check and shared by clones: building
+    /// it copies the root store, which cost more than the rest of an `http://` check.
+    tls: Arc<std::sync::OnceLock<Result<ClientConfig, String>>>,
 }
 
 /// Which server certificates an `https` check accepts.
@@ -94,6 +97,7 @@ impl Http {
             status: StatusRange::default(),
             body_contains: None,
             trust: Trust::WebPki,
+            tls: Arc::default(),
         })
     }
 
@@ -157,6 +161,7 @@ impl Http {
             roots.add(cert).map_err(|err| invalid(format!("unusable certificate: {err}")))?;
         }
         self.trust = Trust::Only(Arc::new(roots));
+        self.tls = Arc::default();
         Ok(self)
     }
 
@@ -165,6 +170,7 @@ impl Http {
     /// [`Http::ca_file`].
     pub fn insecure(mut self) -> Self {
         self.trust = Trust::Anything;
+        self.tls = Arc::default();
         self
     }
 
@@ -197,7 +203,11 @@ impl Http {
         let label = self.describe();
         let fail = |what: String| ProbeError::new(format!("{label}: {what}"));
 
-        let tls = self.tls_config().map_err(|err| fail(format!("TLS setup: {err}")))?;
+        let tls = self
+            .tls
+            .get_or_init(|| self.tls_config().map_err(|err| err.to_string()))
+            .clone()
+            .map_err(|err| fail(format!("TLS setup: {err}")))?;
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
