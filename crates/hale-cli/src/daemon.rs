@@ -79,6 +79,18 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Orphaned grandchildren are re-parented to hale (or hale is PID 1 and gets every orphan):
+    // reap them, without ever taking an exit status that tokio is about to collect.
+    if std::process::id() == 1 {
+        say!("[hale] running as PID 1: SIGTERM/SIGINT stop everything, and every orphan is reaped");
+    } else if let Err(e) = hale::OrphanReaper::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper ({e}); orphans go to init");
+    }
+    let mut chld = signal(SignalKind::child())?;
+    let mut reaper = hale::OrphanReaper::default();
+    let mut reap_pending = false;
+    let mut reap_tick = tokio::time::interval(Duration::from_millis(500));
+    reap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     for r in leftovers::end(&state_dir) {
         say!(
@@ -242,6 +254,11 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => say!("[hale] SIGHUP: reload is not supported by this build yet; nothing changed"),
+            _ = chld.recv() => reap_pending = true,
+            _ = reap_tick.tick(), if reap_pending => {
+                let (_, pending) = reaper.reap(std::time::Instant::now(), Duration::from_secs(1));
+                reap_pending = pending;
+            }
             r = shutdown_rx.changed() => if r.is_err() || *shutdown_rx.borrow() { break },
             _ = ping.tick() => {
                 let status = summary(&monitor);

@@ -47,4 +47,4 @@ pub use hale_core::{
     Exit, NotifyMessage, ProbeKind, ProbeSpec, RestartConfig, RestartPolicy, Spec, State,
 };
 pub use monitor::{Error, Event, Health, Monitor, MonitorOptions, Op, ProbeHealth, ProbeResult};
-pub use process::MAX_LINE;
+pub use process::{MAX_LINE, OrphanReaper};

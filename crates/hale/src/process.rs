@@ -323,3 +323,51 @@ mod tests {
         assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE, MAX_LINE, 10, 3]);
     }
 }
+
+/// Makes hale the reaper of every orphaned descendant (`PR_SET_CHILD_SUBREAPER`), so that a
+/// grandchild whose parent died is re-parented to hale instead of init, and reaps those orphans
+/// without stealing the exit statuses of the children tokio waits for.
+///
+/// There must be exactly one reaper of each child. tokio reaps the children it spawned within
+/// milliseconds of their exit; this reaper only takes a zombie that has stayed a zombie for
+/// `grace` (a second, say): no waiter will come for it. It peeks with `WNOWAIT` and reaps by
+/// PID, so a young zombie of tokio's is never touched. PID 1 in a container needs the same.
+#[derive(Debug, Default)]
+pub struct OrphanReaper {
+    /// Zombies seen, and when they were first seen.
+    seen: std::collections::HashMap<i32, std::time::Instant>,
+}
+
+impl OrphanReaper {
+    /// Become the subreaper of our descendants (a no-op for PID 1, which reaps all orphans).
+    pub fn become_subreaper() -> io::Result<()> {
+        nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+    }
+
+    /// Reap the zombies that waited longer than `grace`; returns how many were reaped and
+    /// whether a zombie is still pending (call again a little later).
+    pub fn reap(&mut self, now: std::time::Instant, grace: std::time::Duration) -> (usize, bool) {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+        let mut reaped = 0;
+        for _ in 0..4096 {
+            let peek =
+                waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT);
+            let pid = match peek {
+                Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => pid,
+                _ => {
+                    self.seen.clear(); // no zombie child at all
+                    return (reaped, false);
+                }
+            };
+            let first = *self.seen.entry(pid.as_raw()).or_insert(now);
+            if now.duration_since(first) < grace {
+                return (reaped, true); // probably tokio's: give its waiter time
+            }
+            self.seen.remove(&pid.as_raw());
+            if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
+                reaped += 1;
+            }
+        }
+        (reaped, true)
+    }
+}
