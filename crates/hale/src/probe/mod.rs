@@ -22,6 +22,7 @@ pub mod log;
 pub(crate) mod os_error;
 pub mod process;
 pub mod tcp;
+mod tls;
 
 pub use docker::Docker;
 pub use exec::Exec;
