@@ -20,10 +20,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::probe::tls::AcceptAnyCertificate;
+use crate::probe::tls::{AcceptAnyCertificate, load_ca_file};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, lookup_host};
@@ -134,21 +133,7 @@ impl Grpc {
     /// Trust only the CA certificates in this PEM file, instead of the web PKI roots. Turns TLS
     /// on. The file is read now: fails when it cannot be read or holds no usable certificate.
     pub fn ca_file(mut self, path: impl AsRef<Path>) -> Result<Self, InvalidProbe> {
-        let path = path.as_ref();
-        let invalid = |what: String| {
-            InvalidProbe::new(format!("{}: ca_file {}: {what}", self.describe(), path.display()))
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|err| invalid(pem_error_text(&err)))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| invalid(pem_error_text(&err)))?;
-        if certs.is_empty() {
-            return Err(invalid("no certificate in the file".to_owned()));
-        }
-        let mut roots = RootCertStore::empty();
-        for cert in certs {
-            roots.add(cert).map_err(|err| invalid(format!("unusable certificate: {err}")))?;
-        }
+        let roots = load_ca_file(path.as_ref(), &self.describe())?;
         self.trust = Trust::Only(Arc::new(roots));
         self.tls = true;
         Ok(self)
@@ -381,13 +366,6 @@ fn resolve_text(err: &io::Error) -> String {
     match text.rsplit_once(": ") {
         Some((_, what)) => what.to_owned(),
         None => text,
-    }
-}
-
-fn pem_error_text(err: &rustls::pki_types::pem::Error) -> String {
-    match err {
-        rustls::pki_types::pem::Error::Io(io_err) => os_error::text(io_err),
-        other => other.to_string(),
     }
 }
 

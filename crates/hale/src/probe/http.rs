@@ -20,15 +20,13 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::probe::tls::AcceptAnyCertificate;
+use crate::probe::tls::{AcceptAnyCertificate, load_ca_file};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 use tower_service::Service;
 
@@ -144,21 +142,7 @@ impl Http {
     /// Trust only the CA certificates in this PEM file for `https` URLs, instead of the web PKI
     /// roots. The file is read now: fails when it cannot be read or holds no usable certificate.
     pub fn ca_file(mut self, path: impl AsRef<Path>) -> Result<Self, InvalidProbe> {
-        let path = path.as_ref();
-        let invalid = |what: String| {
-            InvalidProbe::new(format!("{}: ca_file {}: {what}", self.describe(), path.display()))
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|err| invalid(pem_error_text(&err)))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| invalid(pem_error_text(&err)))?;
-        if certs.is_empty() {
-            return Err(invalid("no certificate in the file".to_owned()));
-        }
-        let mut roots = RootCertStore::empty();
-        for cert in certs {
-            roots.add(cert).map_err(|err| invalid(format!("unusable certificate: {err}")))?;
-        }
+        let roots = load_ca_file(path.as_ref(), &self.describe())?;
         self.trust = Trust::Only(Arc::new(roots));
         self.tls = Arc::default();
         Ok(self)
@@ -345,13 +329,6 @@ fn error_text(err: &(dyn StdError + 'static)) -> String {
     match innermost.downcast_ref::<io::Error>() {
         Some(io_err) => os_error::lower_text(io_err),
         None => innermost.to_string(),
-    }
-}
-
-fn pem_error_text(err: &rustls::pki_types::pem::Error) -> String {
-    match err {
-        rustls::pki_types::pem::Error::Io(io_err) => os_error::text(io_err),
-        other => other.to_string(),
     }
 }
 
