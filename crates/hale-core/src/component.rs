@@ -1173,8 +1173,9 @@ impl Component {
     }
 }
 
-/// A duration as people write it in config files: `100ms`, `2s`, `1m30s`.
-pub(crate) fn fmt_duration(d: Duration) -> String {
+/// A duration as people write it in config files: `100ms`, `2s`, `1m30s`. Used in reasons
+/// here and by the checks in `hale`, so that every message spells durations the same way.
+pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 && !d.is_zero() {
         return format!("{}us", d.as_micros());

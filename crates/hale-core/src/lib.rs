@@ -17,7 +17,7 @@ mod time;
 
 pub use component::{
     Action, Component, Exit, Input, JitterSource, NoJitter, NotifyMessage, ProbeOutcome,
-    ProbeRecord, ProbeStatus, Signal, State, Status, Verdict,
+    ProbeRecord, ProbeStatus, Signal, State, Status, Verdict, fmt_duration,
 };
 pub use spec::{
     ComponentKind, ExitRules, ProbeSpec, ReadyMode, RestartConfig, RestartPolicy, Spec, SpecError,

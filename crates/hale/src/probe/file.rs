@@ -102,24 +102,8 @@ impl File {
     }
 }
 
-/// A configured duration as people write it in config files: `100ms`, `2s`, `1m30s`.
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 && !d.is_zero() {
-        return format!("{}us", d.as_micros());
-    }
-    if !ms.is_multiple_of(1000) || ms == 0 {
-        return format!("{ms}ms");
-    }
-    let s = ms / 1000;
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
-    }
-}
+/// A configured duration as people write it in config files, as the core spells them.
+pub(crate) use hale_core::fmt_duration;
 
 /// A measured age, precise enough to compare with a limit: `250ms`, `4.2s`, `42s`, `75s`.
 /// Under 100 seconds a tenth is kept when there is one, so that `30.4s` does not read as `30s`
