@@ -5,29 +5,6 @@
 //! 0 ok, 1 the thing asked for did not happen, 2 usage or config error. Errors are printed once,
 //! here, with their context.
 
-/// `println!` for client output that ends the program quietly when stdout's reader has gone
-/// (`hale logs | head`), as Unix tools do, instead of panicking. SIGPIPE itself stays ignored
-/// so that a write to a daemon that closed the socket is an error hale can explain.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
-            std::process::exit(0);
-        }
-    }};
-}
-
-mod api;
-mod client;
-#[allow(dead_code)]
-mod config;
-mod daemon;
-mod events;
-mod footprint;
-mod leftovers;
-mod logs;
-mod plan;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::client::{Target, WaitFor};
+use hale_cli::client::{Target, WaitFor};
+use hale_cli::{client, config, daemon, events, logs, out, plan};
 
 #[derive(Parser)]
 #[command(
