@@ -25,7 +25,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::component::{ActionContext, Component, NotifyAccess, Run, Stream};
-use crate::monitor::{Error, Event, Health, MonitorOptions, Op, ProbeHealth, ProbeResult};
+use crate::monitor::{
+    Error, Event, Health, MonitorOptions, Op, ProbeHealth, ProbeResult, ProbeStats,
+};
 use crate::notify::{self, NotifySocket};
 use crate::probe::{Probe, ProbeContext};
 use crate::process;
@@ -36,6 +38,7 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 pub(crate) enum Request {
     Register { component: Box<Component>, reply: Reply<()> },
     Act { name: String, op: Op, reply: Reply<()> },
+    Remove { name: String, reply: Reply<()> },
     Check { name: String, kind: ProbeKind, reply: Reply<ProbeResult> },
     Notify { name: String, incarnation: u64, message: NotifyMessage, reply: Reply<()> },
     Shutdown { reply: oneshot::Sender<()> },
@@ -69,6 +72,14 @@ struct Slot {
     /// The deadline last pushed onto the heap for this slot.
     scheduled: Option<CoreInstant>,
     touched: bool,
+    /// Removed by the embedder: the slot stays as a tombstone (its index may still be named
+    /// by finished tasks in flight), but takes no input and publishes nothing.
+    removed: bool,
+    /// The notify socket's reader task.
+    reader: Option<tokio::task::AbortHandle>,
+    /// Per probe kind, every run counted (boxed: only configured probes pay for it).
+    stats: [Option<Box<ProbeStats>>; 3],
+    restarts_total: u64,
 }
 
 struct RandomJitter(fastrand::Rng);
@@ -100,7 +111,6 @@ pub(crate) fn spawn(
         shutdown: None,
         actions: Vec::new(),
         notify_tx,
-        readers: Vec::new(),
     };
     tokio::spawn(driver.run(requests, notify_rx));
 }
@@ -120,8 +130,6 @@ struct Driver {
     actions: Vec<Action>,
     /// Notify socket readers send (slot, sender pid, messages) here.
     notify_tx: mpsc::UnboundedSender<NotifyDatagram>,
-    /// The notify readers, which never end by themselves: aborted at shutdown.
-    readers: Vec<tokio::task::AbortHandle>,
 }
 
 type NotifyDatagram = (usize, Option<u32>, Vec<NotifyMessage>);
@@ -173,8 +181,11 @@ impl Driver {
             }
         }
         // Let output readers drain what the children wrote last, then end every task.
-        for reader in self.readers.drain(..) {
-            reader.abort();
+        // (The notify readers never end by themselves.)
+        for slot in &mut self.slots {
+            if let Some(reader) = slot.reader.take() {
+                reader.abort();
+            }
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while let Some(done) = self.tasks.join_next().await {
@@ -241,6 +252,9 @@ impl Driver {
                 });
                 let _ = reply.send(result.and_then(|r| r));
             }
+            Request::Remove { name, reply } => {
+                let _ = reply.send(self.slot_of(&name).and_then(|i| self.remove(i)));
+            }
             Request::Check { name, kind, reply } => match self.slot_of(&name) {
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -288,7 +302,9 @@ impl Driver {
         let name: Arc<str> = c.name.as_str().into();
         let kind: Arc<str> = c.kind_label.as_str().into();
         let probes = c.checks.map(|check| check.map(|c| c.probe));
+        let stats = std::array::from_fn(|k| probes[k].as_ref().map(|_| Box::default()));
         let i = self.slots.len();
+        let mut notify_reader = None;
         let notify = match (&c.run, c.notify) {
             (Run::Process(_), Some(access)) => {
                 let socket = NotifySocket::bind(&c.name).map_err(|e| Error::InvalidComponent {
@@ -315,7 +331,7 @@ impl Driver {
                     }
                     Done::Output
                 });
-                self.readers.push(reader);
+                notify_reader = Some(reader);
                 Some((access, env_value))
             }
             _ => None,
@@ -331,6 +347,10 @@ impl Driver {
             health: watch::Sender::new(placeholder_health(&name)),
             scheduled: None,
             touched: true,
+            removed: false,
+            reader: notify_reader,
+            stats,
+            restarts_total: 0,
         };
         slot.health.send_replace(self.health_of(&slot, now));
         let rx = slot.health.subscribe();
@@ -340,6 +360,31 @@ impl Driver {
         if c.autostart {
             self.feed(i, now, Input::Start);
         }
+        Ok(())
+    }
+
+    fn remove(&mut self, i: usize) -> Result<(), Error> {
+        let slot = &mut self.slots[i];
+        let settled = slot.child.is_none()
+            && !slot.core.has_instance()
+            && matches!(slot.core.state(), State::Stopped | State::Failed);
+        if !settled {
+            return Err(Error::NotSettled(slot.name.to_string()));
+        }
+        slot.removed = true;
+        slot.scheduled = None;
+        slot.probes = [None, None, None];
+        slot.stats = [None, None, None];
+        // Dropping the command closes its output sink (the component's log file).
+        slot.run = Run::External(crate::component::External::new());
+        if let Some(reader) = slot.reader.take() {
+            reader.abort();
+        }
+        self.names.remove(&slot.name);
+        let gone = slot.health.subscribe();
+        self.registry.send_modify(|list| Arc::make_mut(list).retain(|rx| !rx.same_channel(&gone)));
+        // Waiters on the old channel see it close.
+        slot.health = watch::Sender::new(placeholder_health(&slot.name));
         Ok(())
     }
 
@@ -407,6 +452,9 @@ impl Driver {
                 self.feed(slot, now, Input::Exited { incarnation, exit });
             }
             Done::Probe { slot, incarnation, kind, outcome } => {
+                if let Some(stats) = &mut self.slots[slot].stats[kind as usize] {
+                    stats.record(outcome.duration, outcome.ok);
+                }
                 self.feed(slot, now, Input::ProbeDone { incarnation, kind, outcome });
             }
             Done::Manual { outcome, reply } => {
@@ -437,6 +485,9 @@ impl Driver {
     /// Hand `input` to slot `i`'s machine and carry out what it asks, including the inputs
     /// that actions answer at once (a spawn's success or failure).
     fn feed(&mut self, i: usize, now: CoreInstant, input: Input) {
+        if self.slots[i].removed {
+            return;
+        }
         let mut out = std::mem::take(&mut self.actions);
         let mut pending = vec![input];
         while let Some(input) = pending.pop() {
@@ -462,7 +513,10 @@ impl Driver {
 
     fn perform(&mut self, i: usize, now: CoreInstant, action: Action) -> Option<Input> {
         match action {
-            Action::Start { incarnation, restart } => self.start(i, incarnation, restart),
+            Action::Start { incarnation, restart } => {
+                self.slots[i].restarts_total += u64::from(restart);
+                self.start(i, incarnation, restart)
+            }
             Action::Signal { incarnation, signal } => {
                 let slot = &self.slots[i];
                 if let (Some(child), Run::Process(cmd)) = (&slot.child, &slot.run)
@@ -677,6 +731,7 @@ impl Driver {
                         consecutive_successes: p.consecutive_successes,
                         consecutive_failures: p.consecutive_failures,
                         last,
+                        stats: slot.stats[kind as usize].as_deref().copied().unwrap_or_default(),
                     },
                 );
             }
@@ -691,6 +746,7 @@ impl Driver {
             incarnation: st.incarnation,
             started_at: st.uptime.and_then(|u| std_now.checked_sub(u)),
             restart_count: st.restart_count,
+            restarts_total: slot.restarts_total,
             restarts_in_window: st.restarts_in_window,
             unstable: st.unstable,
             next_restart_at: st.next_restart_in.map(|d| std_now + d),
@@ -714,6 +770,7 @@ fn placeholder_health(name: &Arc<str>) -> Health {
         incarnation: 0,
         started_at: None,
         restart_count: 0,
+        restarts_total: 0,
         restarts_in_window: 0,
         unstable: 0,
         next_restart_at: None,

@@ -46,5 +46,8 @@ pub use component::{
 pub use hale_core::{
     Exit, NotifyMessage, ProbeKind, ProbeSpec, RestartConfig, RestartPolicy, Spec, State,
 };
-pub use monitor::{Error, Event, Health, Monitor, MonitorOptions, Op, ProbeHealth, ProbeResult};
+pub use monitor::{
+    Error, Event, Health, Monitor, MonitorOptions, Op, PROBE_DURATION_BOUNDS, ProbeHealth,
+    ProbeResult, ProbeStats,
+};
 pub use process::{MAX_LINE, OrphanReaper};

@@ -41,6 +41,9 @@ pub enum Error {
         /// The missing kind.
         kind: ProbeKind,
     },
+    /// The component still runs (or is stopping): stop it and wait until it is settled first.
+    #[error("component {0:?} still runs: stop it before removing it")]
+    NotSettled(String),
     /// The monitor has shut down.
     #[error("the monitor has shut down")]
     Closed,
@@ -68,6 +71,41 @@ pub struct ProbeHealth {
     pub consecutive_failures: u32,
     /// The last five results, oldest first.
     pub last: Vec<ProbeResult>,
+    /// Every run since registration: counts and a duration histogram.
+    pub stats: ProbeStats,
+}
+
+/// Upper bounds, in seconds, of [`ProbeStats::buckets`] (the last bucket is `+Inf`).
+pub const PROBE_DURATION_BOUNDS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// Cumulative counters of one probe since its component was registered; never reset by
+/// restarts or operator actions, so they suit Prometheus counters and histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProbeStats {
+    /// Runs finished.
+    pub runs: u64,
+    /// Runs that failed.
+    pub failures: u64,
+    /// Sum of run durations, in seconds.
+    pub duration_sum: f64,
+    /// Runs per duration bucket (not cumulative): `buckets[i]` counts durations at most
+    /// `PROBE_DURATION_BOUNDS[i]` and above the previous bound; the last counts the rest.
+    pub buckets: [u64; 13],
+}
+
+impl Eq for ProbeStats {}
+
+impl ProbeStats {
+    /// Count one run.
+    pub fn record(&mut self, duration: Duration, ok: bool) {
+        self.runs += 1;
+        self.failures += u64::from(!ok);
+        let secs = duration.as_secs_f64();
+        self.duration_sum += secs;
+        let i = PROBE_DURATION_BOUNDS.iter().position(|b| secs <= *b).unwrap_or(12);
+        self.buckets[i] += 1;
+    }
 }
 
 /// A snapshot of one component's health.
@@ -91,6 +129,8 @@ pub struct Health {
     pub started_at: Option<std::time::Instant>,
     /// Automatic restarts since the last operator start or reset.
     pub restart_count: u32,
+    /// Automatic restarts since registration; never reset (a Prometheus counter).
+    pub restarts_total: u64,
     /// Restarts inside the sliding window when this snapshot was taken.
     pub restarts_in_window: u32,
     /// The backoff counter: consecutive restarts without a stable instance.
@@ -260,6 +300,13 @@ impl Monitor {
     ) -> Result<(), Error> {
         self.ask(|reply| Request::Notify { name: name.to_owned(), incarnation, message, reply })
             .await?
+    }
+
+    /// Remove `name`, which must be settled (stopped or failed, nothing alive): stop it and
+    /// [`Monitor::wait_for`] [`Health::is_settled`] first. Its name becomes free again; its
+    /// watch channels see their sender closed.
+    pub async fn remove(&self, name: &str) -> Result<(), Error> {
+        self.ask(|reply| Request::Remove { name: name.to_owned(), reply }).await?
     }
 
     /// The current health of `name`.

@@ -597,3 +597,63 @@ async fn shutdown_stops_everything_at_once_and_returns() {
     assert!(matches!(m.start("svc0").await, Err(Error::Closed)));
     assert!(matches!(m.shutdown().await, Err(Error::Closed)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn remove_refuses_a_running_component_then_frees_its_name() {
+    let m = monitor();
+    let calls = Calls::default();
+    let c =
+        || Component::external("svc", External::new()).liveness(passing(&calls).period(secs(1)));
+    m.register(c()).await.unwrap();
+    state_is(&m, "svc", State::Running).await;
+    let mut rx = m.watch("svc").unwrap();
+    assert!(matches!(m.remove("svc").await, Err(Error::NotSettled(name)) if name == "svc"));
+    assert_eq!(m.health("svc").unwrap().state, State::Running, "a refused remove changes nothing");
+
+    m.stop("svc").await.unwrap();
+    until(&m, "svc", "settled", Health::is_settled).await;
+    m.remove("svc").await.unwrap();
+    assert!(m.health("svc").is_none());
+    assert!(m.health_summary().is_empty());
+    let closed = tokio::time::timeout(GUARD, async { while rx.changed().await.is_ok() {} }).await;
+    assert!(closed.is_ok(), "a watcher sees the removed component's channel close");
+    let probes_before = calls.0.lock().unwrap().len();
+    tokio::time::sleep(secs(10)).await;
+    assert_eq!(calls.0.lock().unwrap().len(), probes_before, "a removed component is not probed");
+    assert!(matches!(m.remove("svc").await, Err(Error::UnknownComponent(_))));
+
+    // The name is free: a new component under it starts from scratch.
+    m.register(c()).await.unwrap();
+    let h = state_is(&m, "svc", State::Running).await;
+    assert_eq!((h.incarnation, h.restart_count), (1, 0));
+    assert_eq!(m.health_summary().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_stats_and_restarts_total_count_everything_and_never_reset() {
+    let m = monitor();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let c = Component::external("svc", External::new())
+        .liveness(flag_probe(&healthy).period(secs(1)).failure_threshold(2))
+        .restart(RestartConfig { initial_backoff: secs(1), ..RestartConfig::default() });
+    m.register(c).await.unwrap();
+    state_is(&m, "svc", State::Running).await;
+    until(&m, "svc", "3 passing runs", |h| h.probes[&ProbeKind::Liveness].stats.runs == 3).await;
+    healthy.store(false, Ordering::SeqCst);
+    state_is(&m, "svc", State::Restarting).await;
+    healthy.store(true, Ordering::SeqCst); // before the second instance's first check
+    let h =
+        until(&m, "svc", "a healthy second instance", |h| h.incarnation == 2 && h.healthy).await;
+    assert_eq!((h.restart_count, h.restarts_total), (1, 1));
+    let stats = h.probes[&ProbeKind::Liveness].stats;
+    assert_eq!(stats.failures, 2, "two failures condemned the first instance");
+    assert_eq!(stats.buckets.iter().sum::<u64>(), stats.runs, "every run is in one bucket");
+    assert_eq!(stats.buckets[0], stats.runs, "closure checks in virtual time take no time");
+
+    // An operator restart clears restart_count but not the cumulative counters.
+    m.restart("svc").await.unwrap();
+    let h = until(&m, "svc", "a third instance", |h| h.incarnation == 3 && h.healthy).await;
+    assert_eq!((h.restart_count, h.restarts_total), (0, 1));
+    assert!(h.probes[&ProbeKind::Liveness].stats.runs >= stats.runs);
+    assert_eq!(h.probes[&ProbeKind::Liveness].stats.failures, 2);
+}
