@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::config::DependCondition;
+use crate::config::{Config, DependCondition};
 
 /// What the API handlers share with the daemon.
 pub struct Shared {
@@ -32,9 +32,53 @@ pub struct Shared {
     pub stopped: watch::Receiver<bool>,
     /// Dependency waiters, aborted when an operator acts on the component.
     pub waiters: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// The config the daemon runs now (replaced by each reload).
+    pub config: Mutex<Arc<Config>>,
+    /// Each component's env_file contents when its running definition was loaded.
+    pub env_files: Mutex<HashMap<String, Option<Vec<u8>>>>,
+    /// Serialises reloads.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Copy component output to stdout, prefixed with its name.
+    pub echo: bool,
+    /// Color those prefixes.
+    pub color: bool,
 }
 
 impl Shared {
+    /// Everything the daemon shares, for `config` just loaded.
+    pub fn new(
+        monitor: Monitor,
+        config: Config,
+        shutdown: watch::Sender<bool>,
+        stopped: watch::Receiver<bool>,
+        echo: bool,
+        color: bool,
+    ) -> Shared {
+        Shared {
+            monitor,
+            waiting: Mutex::new(HashMap::new()),
+            shutdown,
+            stopped,
+            waiters: Mutex::new(HashMap::new()),
+            env_files: Mutex::new(crate::reload::env_files(&config)),
+            config: Mutex::new(Arc::new(config)),
+            reload_lock: tokio::sync::Mutex::new(()),
+            echo,
+            color,
+        }
+    }
+
+    /// The config the daemon runs now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replace the running config (a reload).
+    pub fn set_config(&self, config: Config, env_files: HashMap<String, Option<Vec<u8>>>) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        *self.env_files.lock().unwrap_or_else(|e| e.into_inner()) = env_files;
+    }
+
     fn waiting_text(&self, name: &str) -> Option<String> {
         let waiting = self.waiting.lock().ok()?;
         let (dep, cond) = waiting.get(name)?;
@@ -123,6 +167,7 @@ pub fn router(shared: App) -> Router {
         .route("/v1/components/{name}", get(component))
         .route("/v1/components/{name}/{action}", post(act))
         .route("/v1/down", post(down))
+        .route("/v1/reload", post(reload))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(shared)
@@ -222,6 +267,22 @@ async fn down(State(app): State<App>) -> Response {
     let mut stopped = app.stopped.clone();
     let _ = stopped.wait_for(|s| *s).await;
     Json(json!({"ok": true})).into_response()
+}
+
+async fn reload(State(app): State<App>) -> Response {
+    let result = crate::reload::apply(&app).await;
+    crate::daemon::report_reload(&result);
+    match result {
+        Ok(diff) => Json(diff.to_json()).into_response(),
+        Err(crate::reload::Refused::Invalid(errors)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "the new config is invalid; nothing changed", "errors": errors})),
+        )
+            .into_response(),
+        Err(crate::reload::Refused::ShuttingDown) => {
+            error(StatusCode::CONFLICT, "the daemon is shutting down")
+        }
+    }
 }
 
 async fn readyz(State(app): State<App>) -> Response {

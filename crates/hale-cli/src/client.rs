@@ -272,6 +272,32 @@ pub async fn wait(
     }
 }
 
+/// `hale reload`: the daemon re-reads its config file and applies the difference; an invalid
+/// file is refused with its errors (exit 1) and nothing changes.
+pub async fn reload(target: &Target) -> Result<i32> {
+    let (code, v) = target.request("POST", "/v1/reload").await?;
+    if code != 200 {
+        eprintln!("hale reload: {}", v["error"].as_str().unwrap_or("refused"));
+        if let Some(errors) = v["errors"].as_str() {
+            eprintln!("{errors}");
+        }
+        return Ok(1);
+    }
+    let list = |key: &str| -> String {
+        let names: Vec<&str> =
+            v[key].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        if names.is_empty() { "-".to_owned() } else { names.join(", ") }
+    };
+    out!("added:     {}", list("added"));
+    out!("removed:   {}", list("removed"));
+    out!("changed:   {} (restarted)", list("changed"));
+    out!("unchanged: {}", list("unchanged"));
+    for w in v["warnings"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        out!("warning: {w}");
+    }
+    Ok(0)
+}
+
 /// `hale down`: stop everything in reverse dependency order, then the daemon; returns once the
 /// daemon has gone.
 pub async fn down(target: &Target) -> Result<i32> {

@@ -6,11 +6,11 @@
 //! `hale down` stops components in reverse dependency order before it exits 0. A second signal
 //! kills every process group at once.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,6 +24,7 @@ use crate::events::EventLog;
 use crate::leftovers;
 use crate::logs::{ComponentLog, Foreground};
 use crate::plan;
+use crate::reload;
 
 /// `println!` that never panics: the daemon keeps running when nobody reads its stdout.
 macro_rules! say {
@@ -101,39 +102,9 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     }
 
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let width = config.components.iter().map(|c| c.name.len()).max().unwrap_or(4);
-    let mut planned = Vec::new();
-    for (i, c) in config.components.iter().enumerate() {
-        let prefix = if color {
-            format!("{}{:<width$}\x1b[0m | ", COLORS[i % COLORS.len()], c.name)
-        } else {
-            format!("{:<width$} | ", c.name)
-        };
-        let mut open_log = |checks: Vec<Arc<dyn OutputSink>>| -> Option<Arc<dyn OutputSink>> {
-            let opened = ComponentLog::open(
-                &state_dir,
-                &c.name,
-                config.hale.log_max_size,
-                config.hale.log_keep,
-                echo.then(|| Foreground { prefix: prefix.clone() }),
-            );
-            match opened {
-                Ok(mut log) => {
-                    for sink in checks {
-                        log.also(sink);
-                    }
-                    Some(Arc::new(log))
-                }
-                Err(e) => {
-                    tracing::error!(
-                        "opening the log file of {}: {e}; its output goes to hale's own",
-                        c.name
-                    );
-                    None
-                }
-            }
-        };
-        planned.push(plan::component(c, &config.base_dir, &mut open_log)?);
+    // Build every component before starting any: one that cannot be built stops `hale up`.
+    for c in &config.components {
+        plan::component(c, &config.base_dir, &mut |_| None)?;
     }
 
     let monitor = Monitor::with_options(MonitorOptions::default());
@@ -179,13 +150,14 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
 
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let (stopped_tx, stopped_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        monitor: monitor.clone(),
-        waiting: Mutex::new(HashMap::new()),
-        shutdown: shutdown_tx,
-        stopped: stopped_rx,
-        waiters: Mutex::new(HashMap::new()),
-    });
+    let shared = Arc::new(Shared::new(
+        monitor.clone(),
+        config.clone(),
+        shutdown_tx,
+        stopped_rx,
+        echo,
+        color,
+    ));
 
     // The socket comes before the children: if it cannot be bound, nothing has been started.
     let listener = tokio::net::UnixListener::bind(&socket)
@@ -204,26 +176,8 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
             .await
     });
     // Register in dependency order; dependents wait for their conditions before they start.
-    let order = config::dependency_order(&config);
-    let mut components: Vec<Option<hale::Component>> = planned.into_iter().map(Some).collect();
-    let mut waiters = tokio::task::JoinSet::new();
-    for &i in &order {
-        let c = &config.components[i];
-        let Some(component) = components[i].take() else { continue };
-        let deps = c.depends_on.clone();
-        monitor.register(component.autostart(deps.is_empty())).await?;
-        if !deps.is_empty() {
-            let (shared2, name) = (shared.clone(), c.name.clone());
-            if let Some((dep, cond)) = deps.first() {
-                shared
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(name.clone(), (dep.clone(), *cond));
-            }
-            let handle = waiters.spawn(async move { wait_then_start(shared2, name, deps).await });
-            shared.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(c.name.clone(), handle);
-        }
+    for i in config::dependency_order(&config) {
+        launch(&shared, &config, i).await?;
     }
 
     say!(
@@ -253,7 +207,11 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => say!("[hale] SIGHUP: reload is not supported by this build yet; nothing changed"),
+            _ = hup.recv() => {
+                say!("[hale] SIGHUP: reloading {}", config.path.display());
+                let shared = shared.clone();
+                tokio::spawn(async move { report_reload(&reload::apply(&shared).await) });
+            }
             _ = chld.recv() => reap_pending = true,
             _ = reap_tick.tick(), if reap_pending => {
                 let (_, pending) = reaper.reap(std::time::Instant::now(), Duration::from_secs(1));
@@ -268,8 +226,12 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     say!("[hale] stopping every component in reverse dependency order");
-    waiters.abort_all();
-    let stop = stop_all(&monitor, &config);
+    for (_, waiter) in shared.waiters.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        waiter.abort();
+    }
+    let current = shared.config();
+    let everything: HashSet<&str> = current.components.iter().map(|c| c.name.as_str()).collect();
+    let stop = reload::stop_set(&shared, &current, &everything);
     tokio::pin!(stop);
     let forced = tokio::select! {
         () = &mut stop => false,
@@ -294,6 +256,83 @@ fn stopped_rx_clone(shared: &Shared) -> watch::Receiver<bool> {
     shared.stopped.clone()
 }
 
+/// Print what a reload did (the foreground log; `hale reload` gets the same as JSON).
+pub fn report_reload(result: &Result<reload::Diff, reload::Refused>) {
+    match result {
+        Ok(d) => {
+            say!(
+                "[hale] reload: added [{}], removed [{}], changed [{}]; {} unchanged",
+                d.added.join(", "),
+                d.removed.join(", "),
+                d.changed.join(", "),
+                d.unchanged.len()
+            );
+            for w in &d.warnings {
+                say!("[hale] reload: {w}");
+            }
+        }
+        Err(reload::Refused::Invalid(errors)) => {
+            say!("[hale] reload refused, nothing changed:\n{errors}")
+        }
+        Err(reload::Refused::ShuttingDown) => say!("[hale] reload refused: shutting down"),
+    }
+}
+
+/// Build component `i` of `config` with its log, register it, and start it at once or, with
+/// `depends_on`, once its dependencies meet their conditions.
+pub async fn launch(shared: &Arc<Shared>, config: &Config, i: usize) -> Result<()> {
+    let c = &config.components[i];
+    let width = config.components.iter().map(|c| c.name.len()).max().unwrap_or(4);
+    let prefix = if shared.color {
+        format!("{}{:<width$}\x1b[0m | ", COLORS[i % COLORS.len()], c.name)
+    } else {
+        format!("{:<width$} | ", c.name)
+    };
+    let state_dir = &config.hale.state_dir;
+    let mut open_log = |checks: Vec<Arc<dyn OutputSink>>| -> Option<Arc<dyn OutputSink>> {
+        let opened = ComponentLog::open(
+            state_dir,
+            &c.name,
+            config.hale.log_max_size,
+            config.hale.log_keep,
+            shared.echo.then(|| Foreground { prefix: prefix.clone() }),
+        );
+        match opened {
+            Ok(mut log) => {
+                for sink in checks {
+                    log.also(sink);
+                }
+                Some(Arc::new(log))
+            }
+            Err(e) => {
+                tracing::error!(
+                    "opening the log file of {}: {e}; its output goes to hale's own",
+                    c.name
+                );
+                None
+            }
+        }
+    };
+    let component = plan::component(c, &config.base_dir, &mut open_log)?;
+    let deps = c.depends_on.clone();
+    shared.monitor.register(component.autostart(deps.is_empty())).await?;
+    if let Some((dep, cond)) = deps.first() {
+        shared
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.name.clone(), (dep.clone(), *cond));
+        let (shared2, name) = (shared.clone(), c.name.clone());
+        let handle = tokio::spawn(async move { wait_then_start(shared2, name, deps).await });
+        shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.name.clone(), handle.abort_handle());
+    }
+    Ok(())
+}
+
 async fn wait_then_start(shared: Arc<Shared>, name: String, deps: Vec<(String, DependCondition)>) {
     for (dep, cond) in deps {
         if let Ok(mut w) = shared.waiting.lock() {
@@ -313,27 +352,6 @@ async fn wait_then_start(shared: Arc<Shared>, name: String, deps: Vec<(String, D
     if let Err(e) = shared.monitor.start(&name).await {
         tracing::warn!("starting {name}: {e}");
     }
-}
-
-/// Stop each component once everything that depends on it has stopped.
-async fn stop_all(monitor: &Monitor, config: &Config) {
-    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
-    for c in &config.components {
-        for (dep, _) in &c.depends_on {
-            dependents.entry(dep.as_str()).or_default().push(c.name.as_str());
-        }
-    }
-    let stops = config.components.iter().map(|c| {
-        let deps = dependents.get(c.name.as_str()).cloned().unwrap_or_default();
-        async move {
-            for d in deps {
-                let _ = monitor.wait_for(d, Health::is_settled).await;
-            }
-            let _ = monitor.stop(&c.name).await;
-            let _ = monitor.wait_for(&c.name, Health::is_settled).await;
-        }
-    });
-    futures_util::future::join_all(stops).await;
 }
 
 fn kill_everything(monitor: &Monitor) {

@@ -78,6 +78,29 @@ pub struct DaemonSettings {
     pub log_max_size: u64,
     /// Rotated log files kept per component.
     pub log_keep: u32,
+    /// Run or called on every transition of every component.
+    pub on_state_change: Option<Hook>,
+}
+
+/// Default bound on one hook run.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An `on_state_change` hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// What to run or call.
+    pub action: HookAction,
+    /// After this long the command is killed or the request abandoned.
+    pub timeout: Duration,
+}
+
+/// What a hook does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookAction {
+    /// Run this argv with `HALE_COMPONENT`, `HALE_FROM`, `HALE_TO`, `HALE_REASON` set.
+    Command(Vec<String>),
+    /// POST the event's JSON here.
+    Webhook(String),
 }
 
 impl DaemonSettings {
@@ -90,6 +113,7 @@ impl DaemonSettings {
             grpc_health: None,
             log_max_size: DEFAULT_LOG_MAX_SIZE,
             log_keep: DEFAULT_LOG_KEEP,
+            on_state_change: None,
         }
     }
 }
@@ -139,6 +163,8 @@ pub struct ComponentConfig {
     pub liveness: Option<ProbeConfig>,
     /// `[components.NAME.readiness]`.
     pub readiness: Option<ProbeConfig>,
+    /// Run or called on each of this component's transitions.
+    pub on_state_change: Option<Hook>,
 }
 
 /// How a component runs: exactly one of these per component.

@@ -19,15 +19,23 @@ use super::values::{
     parse_signal, parse_size, parse_status_range, signal_help, suggest,
 };
 use super::{
-    CheckConfig, ComponentConfig, Config, DEFAULT_FILE_MAX_AGE, DEFAULT_LOG_WITHIN,
-    DEFAULT_RESTART_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT,
-    DaemonSettings, DependCondition, NotifyAccess, ProbeConfig, ProbeKind, ReadyMode,
-    RestartPolicy, RestartSettings, Run,
+    CheckConfig, ComponentConfig, Config, DEFAULT_FILE_MAX_AGE, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_LOG_WITHIN, DEFAULT_RESTART_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_SIGNAL,
+    DEFAULT_STOP_TIMEOUT, DaemonSettings, DependCondition, Hook, HookAction, NotifyAccess,
+    ProbeConfig, ProbeKind, ReadyMode, RestartPolicy, RestartSettings, Run,
 };
 
 const ROOT_KEYS: &[&str] = &["hale", "components"];
-const HALE_KEYS: &[&str] =
-    &["state_dir", "http", "http_token", "grpc_health", "log_max_size", "log_keep"];
+const HALE_KEYS: &[&str] = &[
+    "state_dir",
+    "http",
+    "http_token",
+    "grpc_health",
+    "log_max_size",
+    "log_keep",
+    "on_state_change",
+];
+const HOOK_KEYS: &[&str] = &["command", "url", "timeout"];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
     "shell",
@@ -52,6 +60,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "startup",
     "liveness",
     "readiness",
+    "on_state_change",
 ];
 const RESTART_KEYS: &[&str] = &[
     "policy",
@@ -652,7 +661,69 @@ impl<'a> Walker<'a> {
         if let Some(v) = tbl.get("log_keep").and_then(|i| self.u32(i, "5")) {
             s.log_keep = v;
         }
+        s.on_state_change = tbl.get("on_state_change").and_then(|i| self.hook(i));
         s
+    }
+
+    /// `on_state_change`: an argv list, a webhook URL, or `{ command | url, timeout }`.
+    fn hook(&mut self, it: &Item<'_, '_>) -> Option<Hook> {
+        const EXAMPLE: &str = "[\"./notify.sh\"], \"http://127.0.0.1:9000/hook\", or { command = [\"./notify.sh\"], timeout = \"10s\" }";
+        match it.val.get_ref() {
+            DeValue::Array(_) => {
+                let argv = self.argv(it, "[\"./notify.sh\"]")?;
+                Some(Hook { action: HookAction::Command(argv), timeout: DEFAULT_HOOK_TIMEOUT })
+            }
+            DeValue::String(url) => {
+                self.url(it, url)?;
+                Some(Hook {
+                    action: HookAction::Webhook(url.to_string()),
+                    timeout: DEFAULT_HOOK_TIMEOUT,
+                })
+            }
+            DeValue::Table(_) => {
+                let tbl = self.table(it, None)?;
+                self.unknown_keys(&tbl, HOOK_KEYS, &|_| None);
+                let timeout = match tbl.get("timeout") {
+                    Some(i) => self.positive_duration(i)?,
+                    None => DEFAULT_HOOK_TIMEOUT,
+                };
+                let action = match (tbl.get("command"), tbl.get("url")) {
+                    (Some(c), None) => HookAction::Command(self.argv(c, "[\"./notify.sh\"]")?),
+                    (None, Some(u)) => {
+                        let url = self.nonempty_string(u, "\"http://127.0.0.1:9000/hook\"")?;
+                        self.url(u, &url)?;
+                        HookAction::Webhook(url)
+                    }
+                    (Some(_), Some(u)) => {
+                        let msg = "a hook is a command or a url, not both";
+                        self.error(
+                            u.key_span.clone(),
+                            &u.path,
+                            msg,
+                            Some("remove one of them".to_string()),
+                        );
+                        return None;
+                    }
+                    (None, None) => {
+                        self.missing(
+                            &tbl,
+                            "command",
+                            "command = [\"./notify.sh\"] or url = \"http://127.0.0.1:9000/hook\"",
+                        );
+                        return None;
+                    }
+                };
+                Some(Hook { action, timeout })
+            }
+            _ => {
+                self.wrong_type(
+                    it,
+                    "an argv list, a URL or a table",
+                    Some(format!("write on_state_change = {EXAMPLE}")),
+                );
+                None
+            }
+        }
     }
 
     // ------------------------------------------------------------------ components
@@ -706,7 +777,9 @@ impl<'a> Walker<'a> {
             startup: None,
             liveness: None,
             readiness: None,
+            on_state_change: None,
         };
+        c.on_state_change = tbl.get("on_state_change").and_then(|i| self.hook(i));
         c.cwd = tbl.get("cwd").and_then(|i| self.path(i, "\"services/api\""));
         if let Some(v) =
             tbl.get("env").and_then(|i| self.string_map(i, true, "{ RUST_LOG = \"info\" }"))
