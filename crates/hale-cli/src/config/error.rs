@@ -47,36 +47,106 @@ pub struct ConfigError {
 impl ConfigError {
     /// The file could not be read.
     pub(crate) fn unreadable(path: &Path, err: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let help = match err.kind() {
+            ErrorKind::NotFound => Some("name another file with `-c FILE`".to_string()),
+            ErrorKind::IsADirectory => {
+                Some(format!("`-c` names a file, such as {}", path.join("hale.toml").display()))
+            }
+            ErrorKind::PermissionDenied => {
+                Some("make the file readable by this user, or run hale as its owner".to_string())
+            }
+            _ => None,
+        };
         ConfigError {
             file: path.to_path_buf(),
             position: None,
             key: String::new(),
             message: format!("cannot read the config file: {err}"),
-            help: (err.kind() == std::io::ErrorKind::NotFound)
-                .then(|| "name another file with `-c FILE`".to_string()),
+            help,
             source_line: None,
             width: 1,
         }
     }
 
-    /// The file is not UTF-8; `valid` bytes of `bytes` are.
-    pub(crate) fn not_utf8(path: &Path, lossy: &str, bytes: &[u8], valid: usize) -> Self {
+    /// The file is larger than `limit` bytes: `size` when known (a regular file), else it was
+    /// cut short while reading (a device or a pipe that keeps writing).
+    pub(crate) fn too_large(path: &Path, size: Option<u64>, limit: u64) -> Self {
+        let mib = |n: u64| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0));
+        let what = match size {
+            Some(n) => format!("the file is {}", mib(n)),
+            None => format!("the file is over {}", mib(limit)),
+        };
+        ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            key: String::new(),
+            message: format!("{what}: a config file may be at most {}", mib(limit)),
+            help: Some(
+                "is -c naming the right file? split the components among several files if it is"
+                    .to_string(),
+            ),
+            source_line: None,
+            width: 1,
+        }
+    }
+
+    /// The file is not UTF-8; `valid` bytes of `bytes` are. `key` is the table (and key) the
+    /// first bad byte is in, when that can be told.
+    pub(crate) fn not_utf8(
+        path: &Path,
+        key: String,
+        lossy: &str,
+        bytes: &[u8],
+        valid: usize,
+    ) -> Self {
         let prefix = bytes.get(..valid).unwrap_or_default();
         let line = prefix.iter().filter(|&&b| b == b'\n').count() + 1;
         let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let column =
             String::from_utf8_lossy(prefix.get(line_start..).unwrap_or_default()).chars().count()
                 + 1;
+        // A UTF-16 file (Windows editors and PowerShell's `>` write one) starts with its byte
+        // order mark; say so, since the fix is the same but the cause is otherwise a mystery.
+        let (message, help) =
+            if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+                (
+                    "the file is UTF-16 (it starts with a UTF-16 byte order mark), not UTF-8"
+                        .to_string(),
+                    "save the file as UTF-8 (in PowerShell: Out-File -Encoding utf8)".to_string(),
+                )
+            } else {
+                let byte = bytes.get(valid).copied().unwrap_or_default();
+                (
+                format!("the file is not valid UTF-8 (byte {valid} is 0x{byte:02x})"),
+                "save the file as UTF-8, or write the character as a \\u escape inside a string"
+                    .to_string(),
+            )
+            };
         ConfigError {
             file: path.to_path_buf(),
             position: Some(Position { line, column }),
-            key: String::new(),
-            message: format!("the file is not valid UTF-8 (byte {valid})"),
-            help: Some("save the file as UTF-8".to_string()),
+            key,
+            message,
+            help: Some(help),
             source_line: lossy.lines().nth(line - 1).map(str::to_string),
             width: 1,
         }
     }
+}
+
+/// `line` with each control character but tab replaced by its visible symbol (U+2400 and on:
+/// NUL shows as `␀`), one character for one, so that the caret stays under its column and no
+/// raw control byte reaches the terminal.
+fn visible(line: &str) -> String {
+    line.chars()
+        .map(|c| match c {
+            '\t' => c,
+            '\0'..='\x1f' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\x7f' => '\u{2421}',
+            _ => c,
+        })
+        .collect()
 }
 
 impl fmt::Display for ConfigError {
@@ -99,6 +169,7 @@ impl fmt::Display for ConfigError {
                 .take(pos.column.saturating_sub(1))
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
+            let src = visible(src);
             write!(f, "\n{pad} |\n{num} | {src}\n{pad} | {lead}{}", "^".repeat(self.width.max(1)))?;
         }
         if let Some(help) = &self.help {

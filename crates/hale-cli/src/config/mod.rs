@@ -406,28 +406,64 @@ pub enum CheckConfig {
     },
 }
 
+/// The largest config file read. A real one is a few KiB; anything near this is the wrong file
+/// (`-c` naming a log or a binary), and a device or pipe that never ends must not be read forever.
+pub const MAX_CONFIG_SIZE: u64 = 10 * 1024 * 1024;
+
 /// Read and validate the config file at `path`.
 ///
-/// A file that cannot be read, or is not UTF-8, gives one error; otherwise see [`parse`].
+/// A file that cannot be read, is larger than [`MAX_CONFIG_SIZE`] or is not UTF-8 gives one
+/// error; otherwise see [`parse`]. Unlike [`parse`], this also reads the files the config names
+/// and hale would read at start: each `env_file` (it must exist and be `KEY=VALUE` lines) and
+/// each http check's `ca_file` (it must hold PEM certificates).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    let bytes = match read_bounded(path, MAX_CONFIG_SIZE) {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(size)) => {
+            return Err(ConfigErrors::single(ConfigError::too_large(path, size, MAX_CONFIG_SIZE)));
+        }
         Err(err) => return Err(ConfigErrors::single(ConfigError::unreadable(path, &err))),
     };
     match String::from_utf8(bytes) {
-        Ok(text) => parse(&text, path),
+        Ok(text) => walk::parse(&text, path, &base_dir_of(path), walk::Files::Read),
         Err(err) => {
             let valid = err.utf8_error().valid_up_to();
             let lossy = String::from_utf8_lossy(err.as_bytes()).into_owned();
-            Err(ConfigErrors::single(ConfigError::not_utf8(path, &lossy, err.as_bytes(), valid)))
+            let key = walk::context_key(&lossy, lossy.len().min(valid));
+            Err(ConfigErrors::single(ConfigError::not_utf8(
+                path,
+                key,
+                &lossy,
+                err.as_bytes(),
+                valid,
+            )))
         }
     }
 }
 
+/// The file's bytes, or `Ok(Err(size))` when it is larger than `limit` (`size` is `None` when
+/// only reading found out, as with a device or a pipe).
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Result<Vec<u8>, Option<u64>>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.len() > limit {
+        return Ok(Err(Some(meta.len())));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Err(meta.is_file().then_some(meta.len())));
+    }
+    Ok(Ok(bytes))
+}
+
 /// Validate config `text` as if read from `path` (which names the file in messages and
 /// whose directory relative paths are resolved against). Every error is reported.
+///
+/// This reads no file: the `env_file` and `ca_file` that [`load`] checks are taken as given.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    walk::parse(text, path, &base_dir_of(path))
+    walk::parse(text, path, &base_dir_of(path), walk::Files::Skip)
 }
 
 /// The directory holding the config file at `path`, made absolute when possible.

@@ -222,7 +222,19 @@ fn defaults_without_hale_table() {
     assert_eq!(a.restart, RestartSettings::default());
     assert_eq!(a.ready, ReadyMode::Probe);
     assert_eq!(a.stop_signal, DEFAULT_STOP_SIGNAL);
-    assert!(ok("").components.is_empty());
+}
+
+/// A file with no component supervises nothing: said at the end of the file, where one goes.
+#[test]
+fn a_file_without_components_is_an_error() {
+    for (text, line) in [("", 1), ("# nothing yet\n", 2), ("[hale]\nlog_keep = 3\n", 3)] {
+        let e = errs(text);
+        let err = assert_error(&e, "components", line);
+        assert!(err.message.starts_with("no components"), "{err}");
+        assert!(err.help.as_deref().is_some_and(|h| h.contains("[components.")), "{err}");
+    }
+    let e = errs("[components]\n");
+    assert!(assert_error(&e, "components", 1).message.contains("no [components.NAME]"));
 }
 
 #[test]
@@ -400,8 +412,9 @@ restart = { max_restarts = 0, multiplier = 1 }
     assert_eq!(a.restart.max_restarts, 0);
     assert_eq!(a.restart.multiplier, 1.0);
     assert_eq!(dependency_order(&c), [1, 0]);
-    assert_eq!(ok("[hale]\nlog_max_size = 1000\n").hale.log_max_size, 1000);
-    assert_eq!(ok("[hale]\nlog_max_size = \"1MB\"\n").hale.log_max_size, 1_000_000);
+    let one = "[components.a]\nshell = \"x\"\n";
+    assert_eq!(ok(&format!("[hale]\nlog_max_size = 1000\n{one}")).hale.log_max_size, 1000);
+    assert_eq!(ok(&format!("[hale]\nlog_max_size = \"1MB\"\n{one}")).hale.log_max_size, 1_000_000);
 }
 
 #[test]
@@ -850,4 +863,35 @@ fn never_panics() {
             let _ = e.to_string();
         }
     }
+}
+
+/// `parse` reads no file (the fuzz target and the property tests rely on it); `load` reads the
+/// env file and the CA file the config names, and reports what is wrong with them at the key.
+#[test]
+fn only_load_reads_the_files_the_config_names() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let text = concat!(
+        "[components.a]\nshell = \"x\"\nenv_file = \"missing.env\"\n",
+        "[components.a.liveness]\nhttp = { url = \"https://h/\", ca_file = \"missing.pem\" }\n",
+    );
+    let path = dir.path().join("hale.toml");
+    let c = parse(text, &path).expect("parse takes the paths as given");
+    assert_eq!(c.components[0].env_file, Some(dir.path().join("missing.env")));
+    std::fs::write(&path, text).expect("write");
+    let e = load(&path).expect_err("load reads them");
+    assert_error_at(&e, "components.a.env_file", 3, "cannot read the env file \"missing.env\"");
+    assert_error_at(&e, "components.a.liveness.http.ca_file", 5, "ca_file missing.pem:");
+
+    std::fs::write(dir.path().join("missing.env"), "A=1\nexport B='2'\n").expect("write");
+    std::fs::write(dir.path().join("missing.pem"), "not a certificate\n").expect("write");
+    let e = load(&path).expect_err("a CA file without a certificate");
+    assert_eq!(e.len(), 1, "{e}");
+    assert_error_at(&e, "components.a.liveness.http.ca_file", 5, "no certificate");
+}
+
+fn assert_error_at(e: &ConfigErrors, key: &str, line: usize, text: &str) {
+    let err = the(e, key);
+    assert_eq!(err.position.map(|p| p.line), Some(line), "{e}");
+    assert!(err.message.contains(text), "{err}");
+    assert!(!err.message.contains("/tmp"), "a resolved path in: {err}");
 }

@@ -78,6 +78,9 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Check a `host:port` address (IPv6 hosts in brackets).
 pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(format!("{s:?} is a URL: write host:port, without {scheme}://"));
+    }
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("{s:?} is not host:port"));
     };

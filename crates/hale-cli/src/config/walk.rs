@@ -16,7 +16,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ConfigError, ConfigErrors, LineIndex};
 use super::values::{
     check_component_name, check_host_port, check_signal_number, check_url, did_you_mean, join,
-    parse_signal, parse_size, parse_status_range, signal_help, suggest,
+    parse_signal, parse_size, parse_status_range, signal_help, suggest, toml_key,
 };
 use super::{
     CheckConfig, ComponentConfig, Config, DEFAULT_FILE_MAX_AGE, DEFAULT_HOOK_TIMEOUT,
@@ -187,17 +187,33 @@ struct DepRef {
     key_span: Range<usize>,
 }
 
+/// Whether the walk reads the files the config names (`env_file`, `ca_file`): [`super::load`]
+/// does, [`super::parse`] (pure, and fuzzed) does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Files {
+    /// Read them and report what is wrong with them at the key that names them.
+    Read,
+    /// Take the paths as given.
+    Skip,
+}
+
 struct Walker<'a> {
     text: &'a str,
     file: &'a Path,
     base: &'a Path,
+    files: Files,
     index: LineIndex<'a>,
     errors: Vec<ConfigError>,
 }
 
-/// Parse and validate `text` (see [`super::parse`]).
-pub(crate) fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigErrors> {
-    let mut w = Walker { text, file, base, index: LineIndex::new(text), errors: Vec::new() };
+/// Parse and validate `text` (see [`super::parse`] and [`super::load`]).
+pub(crate) fn parse(
+    text: &str,
+    file: &Path,
+    base: &Path,
+    files: Files,
+) -> Result<Config, ConfigErrors> {
+    let mut w = Walker { text, file, base, files, index: LineIndex::new(text), errors: Vec::new() };
     let config = match DeTable::parse(text) {
         Ok(doc) => Some(w.root(doc.span(), doc.get_ref())),
         Err(err) => {
@@ -240,67 +256,90 @@ impl<'a> Walker<'a> {
         let span = err.span().unwrap_or(0..0);
         let msg = err.message().trim().replace('\n', "; ");
         let (_, line, _) = self.index.locate(&span);
-        let header = line
-            .trim()
-            .strip_prefix('[')
-            .and_then(|l| l.split(']').next())
-            .map(|h| h.trim_matches(['[', ' ']).to_string());
+        let start = span.start.min(self.text.len());
         if msg.starts_with("duplicate key") {
-            match header {
-                // `restart = [argv]` (an external action) and a `[components.X.restart]` table
-                // cannot both exist: TOML sees the key defined twice.
-                Some(h) if h.starts_with("components.") && h.ends_with(".restart") => self.error(
-                    span,
-                    &h,
-                    "`restart` is both an action (`restart = [...]`) and the restart settings table",
-                    Some(
-                        "move the action into the table as `action = [...]` under this header"
-                            .to_string(),
-                    ),
-                ),
-                Some(h) if h.starts_with("components.") => self.error(
-                    span,
-                    &h,
-                    "this component is already defined: component names must be unique",
-                    Some("rename one of the components or merge the two tables".to_string()),
-                ),
-                Some(h) => self.error(
-                    span,
-                    &h,
-                    "this table is already defined",
-                    Some("a table may appear only once; merge the two".to_string()),
-                ),
-                None => {
-                    // `key = ...` repeated in a table body: name it under the last header.
-                    let before = self.text.get(..span.start).unwrap_or_default();
-                    let table = before
-                        .lines()
-                        .rev()
-                        .map(str::trim)
-                        .find(|l| l.starts_with('['))
-                        .and_then(|l| l.trim_matches(['[', ' ']).split(']').next())
-                        .map(|h| h.trim().to_string());
-                    let key = line.split('=').next().unwrap_or_default().trim();
-                    let path = match table {
-                        Some(t) if !key.is_empty() => format!("{t}.{key}"),
-                        _ => key.to_string(),
-                    };
-                    self.error(
-                        span,
-                        &path,
-                        "this key is already set in this table",
-                        Some("a key may appear only once in a table; remove one".to_string()),
-                    )
-                }
-            }
-        } else {
-            self.error(
-                span,
-                "",
-                format!("invalid TOML: {msg}"),
-                Some("see https://toml.io for the syntax".to_string()),
-            );
+            self.duplicate(span, &line);
+            return;
         }
+        let key = context_key(self.text, start);
+        let at = self.text.get(start..).unwrap_or_default();
+        let (message, help) = match at.chars().next() {
+            // A control character (NUL, a stray escape) is invisible: name it.
+            Some(c) if c.is_control() && c != '\n' && c != '\r' && c != '\t' => (
+                format!("invalid TOML: {msg}: found the control character U+{:04X}", c as u32),
+                "remove it: TOML allows no control character but tab in strings and comments; inside a string write it as an escape such as \\u0000"
+                    .to_string(),
+            ),
+            _ => (format!("invalid TOML: {msg}"), syntax_help(&msg, at, &line)),
+        };
+        self.error(span, &key, message, Some(help));
+    }
+
+    /// TOML refused a key or table defined twice; say which, in hale's terms.
+    fn duplicate(&mut self, span: Range<usize>, line: &str) {
+        let header = line.trim_start().starts_with('[').then(|| header_parts(line));
+        match header {
+            Some(parts) => {
+                let path = parts.iter().fold(String::new(), |p, k| join(&p, k));
+                let (message, help) = match parts.as_slice() {
+                    [c, _] if c == "components" => (
+                        "this component is already defined: component names must be unique",
+                        "rename one of the components or merge the two tables",
+                    ),
+                    // `restart = [argv]` (an external action) and a `[components.X.restart]`
+                    // table cannot both exist: TOML sees the key defined twice.
+                    [c, name, r]
+                        if c == "components"
+                            && r == "restart"
+                            && self.component_sets_restart(name) =>
+                    {
+                        (
+                            "`restart` is both an action (`restart = [...]`) and the restart settings table",
+                            "move the action into the table as `action = [...]` under this header",
+                        )
+                    }
+                    _ => (
+                        "this table is already defined",
+                        "a table may appear only once; merge the two",
+                    ),
+                };
+                self.error(span, &path, message, Some(help.to_string()));
+            }
+            None => {
+                // `key = ...` repeated in a table body, or in an inline table: the span is the
+                // second key, which may be nested inside the line's own key.
+                let start = span.start.min(self.text.len());
+                let mut path = context_key(self.text, start);
+                let repeated = key_at(self.text.get(start..).unwrap_or_default());
+                if !repeated.is_empty()
+                    && !path.ends_with(&format!(".{}", toml_key(&repeated)))
+                    && path != toml_key(&repeated)
+                {
+                    path = join(&path, &repeated);
+                }
+                self.error(
+                    span,
+                    &path,
+                    "this key is already set in this table",
+                    Some("a key may appear only once in a table; remove one".to_string()),
+                )
+            }
+        }
+    }
+
+    /// Does the body of `[components.NAME]` (as written, before any sub-table) set `restart`?
+    fn component_sets_restart(&self, name: &str) -> bool {
+        let mut inside = false;
+        for line in self.text.lines() {
+            let t = line.trim_start();
+            if t.starts_with('[') {
+                let parts = header_parts(line);
+                inside = parts.len() == 2 && parts[0] == "components" && parts[1] == name;
+            } else if inside && line_key(line).is_some_and(|(k, _)| k == ["restart"]) {
+                return true;
+            }
+        }
+        false
     }
 
     // ------------------------------------------------------------------ generic readers
@@ -351,6 +390,30 @@ impl<'a> Walker<'a> {
     fn string(&mut self, it: &Item<'_, '_>, example: &str) -> Option<String> {
         match it.val.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
+            // `shell = ["./c", "--flag"]`: an argv list under the key for a command line.
+            DeValue::Array(arr)
+                if matches!(it.name, "shell" | "sh")
+                    && !arr.is_empty()
+                    && arr.iter().all(|el| matches!(el.get_ref(), DeValue::String(_))) =>
+            {
+                let words: Vec<&str> = arr
+                    .iter()
+                    .filter_map(|el| match el.get_ref() {
+                        DeValue::String(w) => Some(w.as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                let argv_key = if it.name == "shell" { "command" } else { "exec" };
+                let quoted: Vec<String> = words.iter().map(|w| format!("{w:?}")).collect();
+                let help = format!(
+                    "write {} = {:?}, or {argv_key} = [{}] to run it without a shell",
+                    it.name,
+                    words.join(" "),
+                    quoted.join(", "),
+                );
+                self.wrong_type(it, "a string", Some(help));
+                None
+            }
             _ => {
                 let help = format!("write {} = {example}", it.name);
                 self.wrong_type(it, "a string", Some(help));
@@ -385,7 +448,8 @@ impl<'a> Walker<'a> {
             Some(Ok(n)) if (min..=max).contains(&n) => Some(n),
             Some(_) => {
                 let msg = format!("must be between {min} and {max}");
-                self.error(it.span(), &it.path, msg, None);
+                let help = format!("write {} = {example}", it.name);
+                self.error(it.span(), &it.path, msg, Some(help));
                 None
             }
             None => {
@@ -416,7 +480,8 @@ impl<'a> Walker<'a> {
         match v {
             Some(x) if x.is_finite() => Some(x),
             _ => {
-                self.error(it.span(), &it.path, "must be a finite number", None);
+                let help = format!("write {} = {example}", it.name);
+                self.error(it.span(), &it.path, "must be a finite number", Some(help));
                 None
             }
         }
@@ -521,16 +586,23 @@ impl<'a> Walker<'a> {
                 }
             };
             if kv.name.is_empty() || kv.name.contains(['=', '\0']) {
+                let help = "a name is not empty and has no `=`: e.g. RUST_LOG = \"info\"";
                 self.error(
                     kv.key_span.clone(),
                     &kv.path,
                     "invalid name: empty or contains `=` or NUL",
-                    None,
+                    Some(help.to_string()),
                 );
                 continue;
             }
             if value.contains('\0') {
-                self.error(kv.span(), &kv.path, "the value contains a NUL byte", None);
+                let help = "remove the \\u0000: a process's environment cannot hold a NUL";
+                self.error(
+                    kv.span(),
+                    &kv.path,
+                    "the value contains a NUL byte",
+                    Some(help.to_string()),
+                );
                 continue;
             }
             out.push((kv.name.to_string(), value));
@@ -549,11 +621,17 @@ impl<'a> Walker<'a> {
             let path = format!("{}[{i}]", it.path);
             match int_value(el.get_ref()) {
                 Some(Ok(n)) if (0..=255).contains(&n) => out.push(n as i32),
-                Some(_) => self.error(el.span(), &path, "an exit code is between 0 and 255", None),
+                Some(_) => self.error(
+                    el.span(),
+                    &path,
+                    "an exit code is between 0 and 255",
+                    Some(format!("write {} = [1, 2] with codes from 0 to 255", it.name)),
+                ),
                 None => {
                     let msg =
                         format!("expected an exit code (integer), found {}", found(el.get_ref()));
-                    self.error(el.span(), &path, msg, None);
+                    let help = format!("write {} = [1, 2], numbers without quotes", it.name);
+                    self.error(el.span(), &path, msg, Some(help));
                 }
             }
         }
@@ -591,28 +669,79 @@ impl<'a> Walker<'a> {
     // ------------------------------------------------------------------ the document
 
     fn root(&mut self, span: Range<usize>, doc: &DeTable<'_>) -> Config {
-        let root = Tbl::new("", span, doc);
-        self.unknown_keys(&root, ROOT_KEYS, &|key| {
-            Some(format!(
-                "settings go in [hale] and components in [components.{}]",
-                super::values::toml_key(key)
-            ))
-        });
+        let root = Tbl::new("", span.clone(), doc);
+        for it in &root.items {
+            if ROOT_KEYS.contains(&it.name) {
+                continue;
+            }
+            let mut help = did_you_mean(it.name, ROOT_KEYS, "keys");
+            if suggest(it.name, ROOT_KEYS).is_none() {
+                // `[services.web]` (Compose's word) is a table of components under another name;
+                // anything else is most likely a daemon setting written outside [hale].
+                let hint = match it.val.get_ref() {
+                    // `[web]` with `command = ...`: a component without its `components.`.
+                    DeValue::Table(t)
+                        if t.keys().any(|k| COMPONENT_KEYS.contains(&k.get_ref().as_ref())) =>
+                    {
+                        let name = toml_key(it.name);
+                        format!(
+                            "components are [components.NAME] tables: write [components.{name}]"
+                        )
+                    }
+                    // `[services.web]`: a table of components under another name.
+                    DeValue::Table(t)
+                        if !t.is_empty()
+                            && t.values().all(|v| matches!(v.get_ref(), DeValue::Table(_))) =>
+                    {
+                        let first =
+                            t.keys().next().map(|k| toml_key(k.get_ref())).unwrap_or_default();
+                        format!(
+                            "components are [components.NAME] tables: write [components.{first}]"
+                        )
+                    }
+                    _ if HALE_KEYS.contains(&it.name) => {
+                        format!("`{}` is a daemon setting: it goes in the [hale] table", it.name)
+                    }
+                    _ if COMPONENT_KEYS.contains(&it.name) => format!(
+                        "`{}` is a component's key: it goes in a [components.NAME] table",
+                        it.name
+                    ),
+                    _ => "daemon settings go in [hale], components in [components.NAME] tables"
+                        .to_string(),
+                };
+                help = format!("{hint}; {help}");
+            }
+            self.error(it.key_span.clone(), &it.path, "unknown key", Some(help));
+        }
         let hale = match root.get("hale") {
             Some(it) => self.hale(it),
             None => DaemonSettings::defaults(self.base),
         };
         let mut components = Vec::new();
         let mut deps = Vec::new();
-        if let Some(it) = root.get("components") {
-            let help = "write [components.NAME] tables".to_string();
-            if let Some(tbl) = self.table(it, Some(help)) {
-                for c in &tbl.items {
-                    if let Some((comp, d)) = self.component(c) {
-                        components.push(comp);
-                        deps.push(d);
+        const ADD_ONE: &str = "add a component: [components.web] with command = [\"./web\"]";
+        match root.get("components") {
+            Some(it) => {
+                let help = "write [components.NAME] tables".to_string();
+                if let Some(tbl) = self.table(it, Some(help)) {
+                    if tbl.items.is_empty() {
+                        let msg = "no components: [components] has no [components.NAME] table";
+                        self.error(it.key_span.clone(), "components", msg, Some(ADD_ONE.into()));
+                    }
+                    for c in &tbl.items {
+                        if let Some((comp, d)) = self.component(c) {
+                            components.push(comp);
+                            deps.push(d);
+                        }
                     }
                 }
+            }
+            // A file without components supervises nothing: an empty file, the wrong file, or
+            // components spelt some other way (reported above as an unknown key).
+            None => {
+                let end = self.text.len();
+                let msg = "no components: the file defines nothing to supervise";
+                self.error(end..end, "components", msg, Some(ADD_ONE.into()));
             }
         }
         self.check_dependencies(&components, &deps);
@@ -640,21 +769,18 @@ impl<'a> Walker<'a> {
             tbl.get("grpc_health").and_then(|i| self.host_port(i, "\"127.0.0.1:9465\""));
         if let Some(i) = tbl.get("log_max_size") {
             let size = match i.val.get_ref() {
-                DeValue::String(text) => parse_size(text).map_err(|m| (m, true)),
+                DeValue::String(text) => parse_size(text),
                 DeValue::Integer(_) => match int_value(i.val.get_ref()) {
                     Some(Ok(n)) if n > 0 => Ok(n as u64),
-                    _ => Err(("size must be greater than 0".to_string(), false)),
+                    _ => Err("size must be greater than 0".to_string()),
                 },
-                other => Err((format!("expected a size, found {}", found(other)), true)),
+                other => Err(format!("expected a size, found {}", found(other))),
             };
             match size {
                 Ok(n) => s.log_max_size = n,
-                Err((msg, with_help)) => {
-                    let help = with_help.then(|| {
-                        "sizes are bytes or strings such as \"10MiB\", \"512KiB\", \"1MB\""
-                            .to_string()
-                    });
-                    self.error(i.span(), &i.path, msg, help);
+                Err(msg) => {
+                    let help = "sizes are bytes or strings such as \"10MiB\", \"512KiB\", \"1MB\"";
+                    self.error(i.span(), &i.path, msg, Some(help.to_string()));
                 }
             }
         }
@@ -740,8 +866,21 @@ impl<'a> Walker<'a> {
             _ => None,
         };
         let path = tbl.path.clone();
+        let probe_like: Vec<&str> = tbl
+            .items
+            .iter()
+            .filter(|i| match i.val.get_ref() {
+                DeValue::Table(t) => t.keys().any(|k| CHECK_KEYS.contains(&k.get_ref().as_ref())),
+                _ => false,
+            })
+            .map(|i| i.name)
+            .collect();
         self.unknown_keys(&tbl, COMPONENT_KEYS, &|key| {
-            if RESTART_KEYS.contains(&key) {
+            if probe_like.contains(&key) {
+                Some(format!(
+                    "a probe table is [{path}.startup], [{path}.liveness] or [{path}.readiness]"
+                ))
+            } else if RESTART_KEYS.contains(&key) {
                 Some(format!("`{key}` belongs in the [{path}.restart] table"))
             } else if CHECK_KEYS.contains(&key) || PROBE_KEYS.contains(&key) {
                 Some(format!(
@@ -786,7 +925,12 @@ impl<'a> Walker<'a> {
         {
             c.env = v;
         }
-        c.env_file = tbl.get("env_file").and_then(|i| self.path(i, "\".env\""));
+        if let Some(i) = tbl.get("env_file") {
+            c.env_file = self.path(i, "\".env\"");
+            if let (Some(path), Files::Read) = (&c.env_file, self.files) {
+                self.env_file(i, path);
+            }
+        }
         let mut deps = Vec::new();
         if let Some(i) = tbl.get("depends_on") {
             deps = self.depends_on(i, &mut c.depends_on);
@@ -952,7 +1096,8 @@ impl<'a> Walker<'a> {
                 let mut restart = None;
                 let mut ok = true;
                 for (_, it) in &present {
-                    let v = self.argv(it, "[\"systemctl\", \"restart\", \"thing\"]");
+                    let verb = if it.name == "action" { "restart" } else { it.name };
+                    let v = self.argv(it, &format!("[\"systemctl\", \"{verb}\", \"thing\"]"));
                     ok &= v.is_some();
                     match it.name {
                         "start" => start = v,
@@ -996,7 +1141,7 @@ impl<'a> Walker<'a> {
                                     el.span(),
                                     &path,
                                     format!("`{name}` is listed twice"),
-                                    None,
+                                    Some("remove the second one".to_string()),
                                 );
                                 continue;
                             }
@@ -1005,7 +1150,9 @@ impl<'a> Walker<'a> {
                         }
                         other => {
                             let msg = format!("expected a component name, found {}", found(other));
-                            self.error(el.span(), &path, msg, None);
+                            let help =
+                                "write depends_on = [\"db\"] or depends_on = { db = \"healthy\" }";
+                            self.error(el.span(), &path, msg, Some(help.to_string()));
                         }
                     }
                 }
@@ -1129,7 +1276,10 @@ impl<'a> Walker<'a> {
                 humantime::format_duration(r.initial_backoff),
                 if initial.is_none() { ", the default" } else { "" },
             );
-            let help = "max_backoff must be at least initial_backoff".to_string();
+            let help = format!(
+                "raise max_backoff to at least {}, or lower initial_backoff",
+                humantime::format_duration(r.initial_backoff)
+            );
             self.error(at.span(), &at.path, msg, Some(help));
         }
         if let Some(i) = tbl.get("multiplier")
@@ -1167,7 +1317,7 @@ impl<'a> Walker<'a> {
                 self.error(tbl.span.clone(), &tbl.path, msg, Some(help));
                 None
             }
-            [one] => self.check(one, external),
+            [one] => self.check(one, external).and_then(|c| self.library_check(one, c)),
             [first, rest @ ..] => {
                 let (pos, ..) = self.index.locate(&first.key_span);
                 for extra in rest {
@@ -1199,7 +1349,8 @@ impl<'a> Walker<'a> {
             && let Some(v) = self.u32(i, "3")
         {
             if v == 0 {
-                self.error(i.span(), &i.path, "must be greater than 0", None);
+                let help = "write failure_threshold = 3, for example".to_string();
+                self.error(i.span(), &i.path, "must be greater than 0", Some(help));
             } else {
                 p.failure_threshold = v;
             }
@@ -1208,7 +1359,8 @@ impl<'a> Walker<'a> {
             && let Some(v) = self.u32(i, "1")
         {
             if v == 0 {
-                self.error(i.span(), &i.path, "must be greater than 0", None);
+                let help = "write success_threshold = 1, or remove the key".to_string();
+                self.error(i.span(), &i.path, "must be greater than 0", Some(help));
             } else if v != 1 && kind != ProbeKind::Readiness {
                 let msg = format!("must be 1 for a {} probe (found {v})", kind.as_str());
                 let help =
@@ -1331,6 +1483,11 @@ impl<'a> Walker<'a> {
             "log" => {
                 let help = "write log = { pattern = \"listening on\", within = \"60s\" }";
                 let tbl = self.table(it, Some(help.to_string()))?;
+                if external {
+                    let msg = "a log check reads the output of a process hale runs; this component has none";
+                    let help = "check it another way: http, tcp, grpc, exec or docker";
+                    self.error(it.key_span.clone(), &it.path, msg, Some(help.to_string()));
+                }
                 self.unknown_keys(&tbl, LOG_KEYS, &|_| None);
                 let pattern = match tbl.get("pattern") {
                     Some(p) => self.nonempty_string(p, "\"listening on\""),
@@ -1343,10 +1500,133 @@ impl<'a> Walker<'a> {
                     Some(w) => self.positive_duration(w)?,
                     None => DEFAULT_LOG_WITHIN,
                 };
-                pattern.map(|pattern| CheckConfig::Log { pattern, within })
+                pattern.filter(|_| !external).map(|pattern| CheckConfig::Log { pattern, within })
             }
             _ => None,
         }
+    }
+
+    /// Build the library's check from `check` as `hale up` will, so that what the library
+    /// refuses (a URL that does not parse, a header that cannot be sent, a regex that does not
+    /// compile) is reported here at its key, not later without a position. With [`Files::Read`]
+    /// an http check's `ca_file` is read too. `it` is the check key.
+    fn library_check(&mut self, it: &Item<'_, '_>, check: CheckConfig) -> Option<CheckConfig> {
+        use hale::probe;
+        // (the key whose value is wrong, its span, the library's message, how to fix it)
+        type Refusal = (String, Range<usize>, String, String);
+        let whole = |e: probe::InvalidProbe, help: &str| -> Refusal {
+            (it.path.clone(), it.span(), e.message().to_string(), help.to_string())
+        };
+        let part = |key: &str, e: probe::InvalidProbe, help: &str| -> Refusal {
+            let (path, span) = sub_item(it, &[key]);
+            (path, span, e.message().to_string(), help.to_string())
+        };
+        let result: Result<(), Refusal> = match &check {
+            CheckConfig::Exec(argv) => probe::Exec::new(argv.clone())
+                .map(drop)
+                .map_err(|e| whole(e, "write exec = [\"program\", \"arg\"]")),
+            CheckConfig::Sh(script) => probe::Exec::sh(script.clone())
+                .map(drop)
+                .map_err(|e| whole(e, "write sh = \"curl -fs localhost:8080\"")),
+            CheckConfig::Tcp(address) => probe::Tcp::new(address.clone())
+                .map(drop)
+                .map_err(|e| whole(e, "write tcp = \"127.0.0.1:8080\"")),
+            CheckConfig::Grpc { address, .. } => probe::Grpc::new(address.clone())
+                .map(drop)
+                .map_err(|e| part("address", e, "write \"127.0.0.1:50051\"")),
+            CheckConfig::Process { pidfile: Some(path) } => probe::Process::pidfile(path.clone())
+                .map(drop)
+                .map_err(|e| part("pidfile", e, "write pidfile = \"/run/thing.pid\"")),
+            CheckConfig::Process { pidfile: None } | CheckConfig::Docker(_) => Ok(()),
+            CheckConfig::File { path, max_age } => probe::File::new(path.clone(), *max_age)
+                .map(drop)
+                .map_err(|e| part("path", e, "write path = \"/tmp/heartbeat\"")),
+            CheckConfig::Log { pattern, within } => {
+                probe::Log::new(pattern, *within).map(drop).map_err(|e| {
+                    let help = "write a regular expression (Rust regex syntax): escape ( ) [ ] { } . * + ? | with \\\\, e.g. \"listening on \\\\(port \\\\d+\\\\)\"";
+                    part("pattern", e, help)
+                })
+            }
+            CheckConfig::Http { url, method, headers, ca_file, .. } => (|| {
+                const URL_HELP: &str = "write a URL such as \"http://127.0.0.1:8080/healthz\"";
+                let mut h = probe::Http::get(url).map_err(|e| match it.val.get_ref() {
+                    DeValue::Table(_) => part("url", e, URL_HELP),
+                    _ => whole(e, URL_HELP),
+                })?;
+                h = h
+                    .method(method)
+                    .map_err(|e| part("method", e, "write method = \"GET\", \"HEAD\", \"POST\" ..."))?;
+                // Each header on its own, so that every bad one is reported.
+                let mut refused = None;
+                for (name, value) in headers {
+                    let checked = h.clone().header(name, value).map_err(|e| {
+                        let (path, key_span, value_span) = sub_key(it, &["headers", name]);
+                        let span = if e.message().contains("invalid header name") {
+                            key_span
+                        } else {
+                            value_span
+                        };
+                        let help = "a header name has only letters, digits and `-` and no spaces; a value is one line of text";
+                        (path, span, e.message().to_string(), help.to_string())
+                    });
+                    if let Err(refusal) = checked
+                        && let Some((path, span, message, help)) = refused.replace(refusal)
+                    {
+                        self.error(span, &path, message, Some(help));
+                    }
+                }
+                if let Some(last) = refused {
+                    return Err(last);
+                }
+                if let (Some(path), Files::Read) = (ca_file, self.files) {
+                    h.ca_file(path).map_err(|e| {
+                        let (key_path, span) = sub_item(it, &["ca_file"]);
+                        let written = match it.val.get_ref() {
+                            DeValue::Table(t) => t
+                                .get("ca_file")
+                                .and_then(|v| match v.get_ref() {
+                                    DeValue::String(s) => Some(s.to_string()),
+                                    _ => None,
+                                })
+                                .unwrap_or_default(),
+                            _ => String::new(),
+                        };
+                        // Name the file as the user wrote it, not as resolved.
+                        let msg = e.message().replace(&path.display().to_string(), &written);
+                        let help = "give a file of PEM certificates (-----BEGIN CERTIFICATE-----); a relative path is relative to the config file's directory";
+                        (key_path, span, msg, help.to_string())
+                    })?;
+                }
+                Ok(())
+            })(),
+        };
+        match result {
+            Ok(()) => Some(check),
+            Err((path, span, message, help)) => {
+                self.error(span, &path, message, Some(help));
+                None
+            }
+        }
+    }
+
+    /// Read `env_file` as `hale up` will, and report what stops it at the key.
+    fn env_file(&mut self, it: &Item<'_, '_>, path: &Path) {
+        let Err(err) = crate::plan::read_env_file(path) else { return };
+        let written = match it.val.get_ref() {
+            DeValue::String(s) => s.to_string(),
+            _ => path.display().to_string(),
+        };
+        let (message, help) = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => (
+                format!("cannot read the env file {written:?}: {io}"),
+                "create the file or correct the path; a relative path is relative to the config file's directory",
+            ),
+            None => (
+                format!("env file {written:?}: {err}"),
+                "each line of an env file is KEY=VALUE, export KEY=VALUE, a # comment or blank",
+            ),
+        };
+        self.error(it.span(), &it.path, message, Some(help.to_string()));
     }
 
     fn missing(&mut self, tbl: &Tbl<'_, '_>, key: &str, example: &str) {
@@ -1474,6 +1754,176 @@ impl<'a> Walker<'a> {
             insecure,
         })
     }
+}
+
+/// The key path and value span of `keys` inside the table value of `it`, or `it`'s own when
+/// it is not a table or lacks them.
+fn sub_item(it: &Item<'_, '_>, keys: &[&str]) -> (String, Range<usize>) {
+    let (path, _, span) = sub_key(it, keys);
+    (path, span)
+}
+
+/// Like [`sub_item`], with the span of the last key itself too.
+fn sub_key(it: &Item<'_, '_>, keys: &[&str]) -> (String, Range<usize>, Range<usize>) {
+    let mut path = it.path.clone();
+    let mut key_span = it.key_span.clone();
+    let mut span = it.span();
+    let mut value: &Value<'_> = it.val;
+    for key in keys {
+        let DeValue::Table(t) = value.get_ref() else { break };
+        let Some((k, v)) = t.get_key_value(*key) else { break };
+        path = join(&path, key);
+        key_span = k.span();
+        span = v.span();
+        value = v;
+    }
+    (path, key_span, span)
+}
+
+/// The parts of a `[a.b."c.d"]` or `[[a.b]]` header line, unquoted; as much as can be read of
+/// a broken one.
+fn header_parts(line: &str) -> Vec<String> {
+    let inner = line.trim_start().trim_start_matches('[');
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for c in inner.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => cur.push(c),
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '.' => parts.push(std::mem::take(&mut cur).trim().to_string()),
+                ']' | '#' => break,
+                _ => cur.push(c),
+            },
+        }
+    }
+    let last = cur.trim().to_string();
+    if !last.is_empty() || !parts.is_empty() {
+        parts.push(last);
+    }
+    parts
+}
+
+/// The key at the start of a `key = value` line, as its dotted parts with quotes removed,
+/// and the byte offset of its `=` in the line when the line has one outside quotes.
+fn line_key(line: &str) -> Option<(Vec<String>, Option<usize>)> {
+    let t = line.trim_start();
+    let lead = line.len() - t.len();
+    if t.is_empty() || t.starts_with(['[', '#', '{']) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for (i, c) in t.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => cur.push(c),
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '.' => parts.push(std::mem::take(&mut cur)),
+                '=' => {
+                    parts.push(cur);
+                    return (!parts.iter().all(String::is_empty))
+                        .then_some((parts, Some(lead + i)));
+                }
+                ':' | '#' => break,
+                c if c.is_whitespace() => {}
+                _ => cur.push(c),
+            },
+        }
+    }
+    // No `=`: a key being written (or YAML's `key:`), if the line starts with a bare word.
+    let word: String =
+        t.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    (!word.is_empty()).then(|| (vec![word], None))
+}
+
+/// The bare or quoted key at the start of `text` (where TOML points at a repeated key).
+fn key_at(text: &str) -> String {
+    match text.chars().next() {
+        Some(q @ ('"' | '\'')) => text[1..].split(q).next().unwrap_or_default().to_string(),
+        _ => text
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect(),
+    }
+}
+
+/// The key path where byte `offset` of `text` is, for an error that TOML (or UTF-8) found
+/// before any tree exists: the last `[header]` above it, plus the line's own key when the
+/// offset is in that key's value (or the line is a key with nothing after it). Empty at the
+/// top of a file outside any key. A heuristic: it reads lines, not TOML, so a multi-line string
+/// that contains a `[` line can mislead it; it only names where to look.
+pub(crate) fn context_key(text: &str, offset: usize) -> String {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    if line.trim_start().starts_with('[') {
+        return header_parts(line).iter().fold(String::new(), |p, k| join(&p, k));
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('['))
+        .map(|l| header_parts(l).iter().fold(String::new(), |p, k| join(&p, k)))
+        .unwrap_or_default();
+    match line_key(line) {
+        Some((key, Some(eq))) if offset - line_start > eq => {
+            key.iter().fold(table, |p, k| join(&p, k))
+        }
+        Some((key, None)) => key.iter().fold(table, |p, k| join(&p, k)),
+        _ => table,
+    }
+}
+
+/// How to fix a TOML syntax error, from TOML's message and the text at and around it.
+fn syntax_help(msg: &str, at: &str, line: &str) -> String {
+    let token: String =
+        at.chars().take_while(|c| !matches!(c, ',' | ']' | '}' | '#' | '\n' | '\r')).collect();
+    let token = token.trim();
+    if msg.contains("string values must be quoted") {
+        if token.is_empty() {
+            return "give the key a value after `=`, e.g. key = \"text\", key = 10 or key = true"
+                .to_string();
+        }
+        return format!("strings go in double quotes: write \"{}\"", token.escape_debug());
+    }
+    if msg.contains("unclosed table") {
+        return "end the header with `]`, e.g. [components.web]".to_string();
+    }
+    if msg.contains("array") {
+        return "separate the elements of an array with commas and close it with `]`".to_string();
+    }
+    if msg.contains("inline table") {
+        return "an inline table is written on one line: { key = \"value\", other = 1 }"
+            .to_string();
+    }
+    if msg.contains("basic string") || msg.contains("literal string") {
+        return "close the string on the same line; a string of several lines is written \"\"\"...\"\"\""
+            .to_string();
+    }
+    if msg.contains("invalid unquoted key") {
+        return "a bare key has only letters, digits, `-` and `_`; put any other key in double quotes"
+            .to_string();
+    }
+    if msg.contains("key with no value") {
+        if line.contains(':') {
+            return "hale.toml is TOML: write key = value, with `=` rather than `:`".to_string();
+        }
+        return "write key = value".to_string();
+    }
+    if line.trim_start().starts_with('{') {
+        return "hale.toml is TOML, not JSON: write [components.NAME] tables of key = value lines"
+            .to_string();
+    }
+    "see https://toml.io for the syntax".to_string()
 }
 
 /// Was the run key understood (not the placeholder left after an error)?
