@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -42,6 +43,8 @@ pub struct Shared {
     pub echo: bool,
     /// Color those prefixes.
     pub color: bool,
+    /// Bumped after each reload that registered components.
+    pub reloaded: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             reload_lock: tokio::sync::Mutex::new(()),
             echo,
             color,
+            reloaded: watch::Sender::new(0),
         }
     }
 
@@ -104,8 +108,26 @@ impl Shared {
     }
 }
 
-/// A component's status as CONTRACT.md's JSON object.
-pub fn health_json(h: &Health, waiting: Option<String>) -> Value {
+/// Whether `h` should be running now: it is not stopped, or it waits for a dependency.
+/// (Stopped by an operator, or a job that completed, it need not be.)
+pub fn should_run(shared: &Shared, h: &Health) -> bool {
+    h.state != hale::State::Stopped
+        || shared.waiting.lock().map(|w| w.contains_key(&*h.name)).unwrap_or(false)
+}
+
+/// Whether `h` lets hale as a whole count as serving: healthy, or not meant to run.
+pub fn serving_ok(shared: &Shared, h: &Health) -> bool {
+    h.healthy || !should_run(shared, h)
+}
+
+/// A component's status as CONTRACT.md's JSON object, with the explanation fields
+/// (`why`, `waiting_for`, `restarts_left`, `max_restarts`, `backoff_step`, `state_reason`).
+pub fn health_json(
+    h: &Health,
+    waiting: Option<String>,
+    c: Option<&crate::config::ComponentConfig>,
+) -> Value {
+    let why = crate::explain::why(h, waiting.as_deref(), c);
     let last_exit = h.last_exit.map(|e| match e {
         Exit::Code(c) => json!({"code": c, "signal": null}),
         Exit::Signal(s) => json!({"code": null, "signal": s}),
@@ -154,6 +176,12 @@ pub fn health_json(h: &Health, waiting: Option<String>) -> Value {
         "status_text": h.status_text,
         "waiting_for": waiting,
         "stopping": h.stopping,
+        "why": why,
+        "state_reason": h.state_reason.as_deref(),
+        "backoff_step": h.unstable,
+        "max_restarts": c.map(|c| c.restart.max_restarts),
+        "restarts_left": crate::explain::restarts_left(h, c),
+        "restarts_total": h.restarts_total,
         "probes": probes,
     })
 }
@@ -168,6 +196,8 @@ pub fn router(shared: App) -> Router {
         .route("/v1/components/{name}/{action}", post(act))
         .route("/v1/down", post(down))
         .route("/v1/reload", post(reload))
+        .route("/v1/events", get(events_sse))
+        .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(shared)
@@ -190,10 +220,11 @@ async fn status(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
             return error(StatusCode::NOT_FOUND, format!("no component named {name:?}"));
         }
     }
+    let config = app.config();
     let components: Vec<Value> = all
         .iter()
         .filter(|h| wanted.is_empty() || wanted.iter().any(|w| **w == *h.name))
-        .map(|h| health_json(h, app.waiting_text(&h.name)))
+        .map(|h| health_json(h, app.waiting_text(&h.name), config.component(&h.name)))
         .collect();
     Json(json!({"components": components})).into_response()
 }
@@ -232,7 +263,10 @@ fn percent_decode(s: &str) -> String {
 
 async fn component(State(app): State<App>, Path(name): Path<String>) -> Response {
     match app.monitor.health(&name) {
-        Some(h) => Json(health_json(&h, app.waiting_text(&name))).into_response(),
+        Some(h) => {
+            let config = app.config();
+            Json(health_json(&h, app.waiting_text(&name), config.component(&name))).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, format!("no component named {name:?}")),
     }
 }
@@ -285,13 +319,48 @@ async fn reload(State(app): State<App>) -> Response {
     }
 }
 
+async fn metrics(State(app): State<App>) -> Response {
+    let text = crate::metrics::render(&app.monitor);
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
+}
+
+/// `GET /v1/events`: every transition from now on as a server-sent event `transition` whose
+/// data is the same JSON object as a line of `hale events --json`; a reader too slow to keep
+/// up gets a `lagged` event with the number of transitions it missed. The stream ends when the
+/// daemon stops.
+async fn events_sse(State(app): State<App>) -> Response {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = app.monitor.subscribe();
+    let stopped = app.stopped.clone();
+    let stream = futures_util::stream::unfold((rx, stopped), |(mut rx, mut stopped)| async move {
+        let event = tokio::select! {
+            r = rx.recv() => match r {
+                Ok(e) => Sse::default().event("transition").data(crate::events::to_json(&e).to_string()),
+                Err(RecvError::Lagged(n)) => Sse::default().event("lagged").data(n.to_string()),
+                Err(RecvError::Closed) => return None,
+            },
+            _ = stopped.wait_for(|s| *s) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), (rx, stopped)))
+    });
+    axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
 async fn readyz(State(app): State<App>) -> Response {
     let not_ready: Vec<String> = app
         .monitor
         .health_summary()
         .iter()
-        .filter(|h| !h.healthy && h.state != hale::State::Stopped)
-        .map(|h| format!("{}: {}", h.name, h.last_error.as_deref().unwrap_or(h.state.as_str())))
+        .filter(|h| !serving_ok(&app, h))
+        .map(|h| {
+            let why = app
+                .waiting_text(&h.name)
+                .or_else(|| h.last_error.clone())
+                .unwrap_or_else(|| h.state.as_str().to_owned());
+            format!("{}: {why}", h.name)
+        })
         .collect();
     if not_ready.is_empty() {
         (StatusCode::OK, "ok\n").into_response()

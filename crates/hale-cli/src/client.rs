@@ -143,19 +143,15 @@ pub async fn print_status(target: &Target, names: &[String], json: bool) -> Resu
         out!("{}", serde_json::json!({"components": comps}));
         return Ok(0);
     }
+    if names.len() == 1 && comps.len() == 1 {
+        print_detail(&comps[0]);
+        return Ok(0);
+    }
     out!("NAME             STATE       READY     PID    UPTIME RESTARTS  INFO");
     for c in &comps {
         let uptime = c["uptime_ms"].as_u64().map(fmt_ms).unwrap_or_else(|| "-".into());
         let pid = c["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-        let info = if let Some(w) = c["waiting_for"].as_str() {
-            w.to_owned()
-        } else if let Some(ms) = c["next_restart_in_ms"].as_u64() {
-            format!("restart in {}; {}", fmt_ms(ms), c["last_error"].as_str().unwrap_or(""))
-        } else if c["healthy"] == true {
-            String::new()
-        } else {
-            c["last_error"].as_str().unwrap_or("").to_owned()
-        };
+        let info = c["why"].as_str().unwrap_or("");
         out!(
             "{:<16} {:<11} {:<5} {:>7} {:>9} {:>8}  {}",
             c["name"].as_str().unwrap_or("?"),
@@ -168,6 +164,58 @@ pub async fn print_status(target: &Target, names: &[String], json: bool) -> Resu
         );
     }
     Ok(0)
+}
+
+/// `hale status NAME`: one component, every figure its explanation is made of.
+fn print_detail(c: &Value) {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let ms = |v: &Value| v.as_u64().map(fmt_ms).unwrap_or_else(|| "-".into());
+    out!("{}: {}", text(&c["name"]), text(&c["state"]));
+    out!("  why:            {}", text(&c["why"]));
+    out!("  ready/healthy:  {} / {}", c["ready"], c["healthy"]);
+    out!("  pid:            {} (instance {})", text(&c["pid"]), c["incarnation"]);
+    out!("  uptime:         {}", ms(&c["uptime_ms"]));
+    out!(
+        "  restarts:       {} since start, {} in the window, {} left; backoff step {}",
+        c["restart_count"],
+        c["restarts_in_window"],
+        text(&c["restarts_left"]),
+        c["backoff_step"]
+    );
+    out!("  next restart:   {}", ms(&c["next_restart_in_ms"]));
+    let exit = &c["last_exit"];
+    let exit = if exit.is_null() {
+        "-".to_owned()
+    } else if !exit["signal"].is_null() {
+        format!("signal {}", exit["signal"])
+    } else {
+        format!("code {}", exit["code"])
+    };
+    out!("  last exit:      {exit}");
+    out!("  last error:     {}", text(&c["last_error"]).lines().next().unwrap_or(""));
+    out!("  status text:    {}", text(&c["status_text"]));
+    if let Some(probes) = c["probes"].as_object() {
+        for (kind, p) in probes {
+            out!(
+                "  {kind}: {} passed / {} failed in a row",
+                p["consecutive_successes"],
+                p["consecutive_failures"]
+            );
+            for r in p["last"].as_array().into_iter().flatten() {
+                out!(
+                    "    {} {} {:>7.1}ms  {}",
+                    text(&r["at"]),
+                    if r["ok"] == true { "ok  " } else { "FAIL" },
+                    r["duration_ms"].as_f64().unwrap_or(0.0),
+                    text(&r["output"]).lines().next().unwrap_or("")
+                );
+            }
+        }
+    }
 }
 
 fn fmt_ms(ms: u64) -> String {

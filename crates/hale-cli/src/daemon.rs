@@ -21,10 +21,12 @@ use tokio::sync::watch;
 use crate::api::{self, CheckedUnixListener, Shared};
 use crate::config::{self, Config, DependCondition};
 use crate::events::EventLog;
+use crate::hooks::Hooks;
 use crate::leftovers;
 use crate::logs::{ComponentLog, Foreground};
 use crate::plan;
 use crate::reload;
+use crate::{grpc_health, http_api};
 
 /// `println!` that never panics: the daemon keeps running when nobody reads its stdout.
 macro_rules! say {
@@ -107,11 +109,32 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
         plan::component(c, &config.base_dir, &mut |_| None)?;
     }
 
+    // The network listeners come before the children too: a port in use, or a non-loopback
+    // HTTP address without a token, stops `hale up` before anything has started.
+    let http = http_api::bind(&config.hale).await?;
+    let grpc = match &config.hale.grpc_health {
+        Some(addr) => Some(grpc_health::bind(addr).await?),
+        None => None,
+    };
+
     let monitor = Monitor::with_options(MonitorOptions::default());
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let shared = Arc::new(Shared::new(
+        monitor.clone(),
+        config.clone(),
+        shutdown_tx,
+        stopped_rx,
+        echo,
+        color,
+    ));
+
     let mut events = EventLog::open(&state_dir)
         .with_context(|| format!("opening {}", crate::events::events_path(&state_dir).display()))?;
     let mut rx = monitor.subscribe();
     let (records_monitor, records_dir) = (monitor.clone(), state_dir.clone());
+    let hooks = Arc::new(Hooks::default());
+    let (hook_shared, hook_runner) = (shared.clone(), hooks.clone());
     let event_task = tokio::spawn(async move {
         let mut recorded: Vec<leftovers::Record> = Vec::new();
         loop {
@@ -137,6 +160,14 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
                         recorded = now;
                     }
                     say!("[hale] {}: {} -> {}: {}", e.component, e.from, e.to, e.reason);
+                    let config = hook_shared.config();
+                    let own =
+                        config.component(&e.component).and_then(|c| c.on_state_change.as_ref());
+                    let hooks: Vec<_> =
+                        config.hale.on_state_change.iter().chain(own).cloned().collect();
+                    if !hooks.is_empty() {
+                        hook_runner.fire(&hooks, &e, &config.base_dir);
+                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(
@@ -147,17 +178,6 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
             }
         }
     });
-
-    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
-    let (stopped_tx, stopped_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(
-        monitor.clone(),
-        config.clone(),
-        shutdown_tx,
-        stopped_rx,
-        echo,
-        color,
-    ));
 
     // The socket comes before the children: if it cannot be bound, nothing has been started.
     let listener = tokio::net::UnixListener::bind(&socket)
@@ -175,11 +195,39 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
             })
             .await
     });
+    let mut http_server = None;
+    if let Some(api) = http {
+        let router = http_api::guard(api::router(shared.clone()), api.token.clone());
+        let mut stop = stopped_rx_clone(&shared);
+        say!(
+            "[hale] HTTP API on http://{}{}",
+            api.addr,
+            if api.token.is_some() { " (bearer token required)" } else { "" }
+        );
+        http_server = Some(tokio::spawn(async move {
+            axum::serve(api.listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
     // Register in dependency order; dependents wait for their conditions before they start.
     for i in config::dependency_order(&config) {
         launch(&shared, &config, i).await?;
     }
 
+    // (gRPC after registration: a configured component is never NOT_FOUND.)
+    let grpc_server = grpc.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            say!("[hale] gRPC health service on {addr}");
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            grpc_health::serve(listener, shared).await;
+            Ok(())
+        })
+    });
     say!(
         "[hale] supervising {} components from {}; control socket {}",
         config.components.len(),
@@ -245,6 +293,15 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     let _ = tokio::time::timeout(Duration::from_secs(5), monitor.shutdown()).await;
     let _ = stopped_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    for task in http_server.into_iter().chain(grpc_server) {
+        let handle = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            handle.abort(); // a client holding a stream open does not keep hale alive
+        }
+    }
+    // Hooks of the last transitions get a moment to finish; whatever still runs is killed.
+    hooks.settle(Duration::from_secs(2)).await;
+    hooks.kill_all();
     let _ = std::fs::remove_file(&socket);
     event_task.abort();
     let _ = std::fs::remove_file(leftovers::path(&state_dir));

@@ -102,6 +102,8 @@ enum Cmd {
     Reload,
     /// Stop every component in reverse dependency order, then the daemon.
     Down,
+    /// Live terminal view: components, actions on the selected one, its log (q quits).
+    Top,
 }
 
 #[derive(clap::Args)]
@@ -216,11 +218,9 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Reload => {
-            eprintln!(
-                "hale reload: not supported by this build yet; restart the daemon to apply a changed config"
-            );
-            Ok(2)
+        Cmd::Top => {
+            let (state_dir, _) = state_dir(&cli);
+            hale_cli::top::run(target(&cli), state_dir)
         }
         _ => {
             let target = target(&cli);
@@ -248,6 +248,7 @@ async fn client_command(cmd: &Cmd, target: &Target) -> Result<i32> {
         Cmd::Reset(t) => client::act(target, "reset", &t.names, t.all).await,
         Cmd::Wait { names, what, timeout } => client::wait(target, names, *what, *timeout).await,
         Cmd::Down => client::down(target).await,
+        Cmd::Reload => client::reload(target).await,
         _ => unreachable!("handled in run"),
     }
 }

@@ -171,6 +171,7 @@ pub async fn apply(shared: &Arc<Shared>) -> Result<Diff, Refused> {
             tracing::warn!("reload: starting {}: {e:#}", c.name);
         }
     }
+    shared.reloaded.send_modify(|n| *n += 1);
     Ok(d)
 }
 

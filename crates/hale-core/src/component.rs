@@ -231,6 +231,8 @@ pub enum Action {
         to: State,
         /// Why, in one readable line.
         reason: String,
+        /// The instance the transition is about (the one that ended, for a restart).
+        incarnation: u64,
     },
 }
 
@@ -1168,7 +1170,7 @@ impl Component {
     fn set_state(&mut self, to: State, reason: String, out: &mut Vec<Action>) {
         if self.state != to {
             let from = std::mem::replace(&mut self.state, to);
-            out.push(Action::Transition { from, to, reason });
+            out.push(Action::Transition { from, to, reason, incarnation: self.incarnation });
         }
     }
 }

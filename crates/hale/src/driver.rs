@@ -80,6 +80,8 @@ struct Slot {
     /// Per probe kind, every run counted (boxed: only configured probes pay for it).
     stats: [Option<Box<ProbeStats>>; 3],
     restarts_total: u64,
+    /// The last transition's reason.
+    state_reason: Option<Arc<str>>,
 }
 
 struct RandomJitter(fastrand::Rng);
@@ -351,6 +353,7 @@ impl Driver {
             reader: notify_reader,
             stats,
             restarts_total: 0,
+            state_reason: None,
         };
         slot.health.send_replace(self.health_of(&slot, now));
         let rx = slot.health.subscribe();
@@ -564,16 +567,18 @@ impl Driver {
                 }
                 None
             }
-            Action::Transition { from, to, reason } => {
-                let slot = &self.slots[i];
+            Action::Transition { from, to, reason, incarnation } => {
+                let at = self.wall(now);
+                let slot = &mut self.slots[i];
+                slot.state_reason = Some(Arc::from(reason.as_str()));
                 tracing::info!(component = %slot.name, %from, %to, "{reason}");
                 let _ = self.events.send(Event {
-                    at: self.wall(now),
+                    at,
                     component: slot.name.clone(),
                     from,
                     to,
                     reason,
-                    incarnation: slot.core.incarnation(),
+                    incarnation,
                 });
                 None
             }
@@ -750,6 +755,7 @@ impl Driver {
             restarts_in_window: st.restarts_in_window,
             unstable: st.unstable,
             next_restart_at: st.next_restart_in.map(|d| std_now + d),
+            state_reason: slot.state_reason.clone(),
             last_error: st.last_error,
             last_exit: st.last_exit,
             status_text: st.status_text,
@@ -774,6 +780,7 @@ fn placeholder_health(name: &Arc<str>) -> Health {
         restarts_in_window: 0,
         unstable: 0,
         next_restart_at: None,
+        state_reason: None,
         last_error: None,
         last_exit: None,
         status_text: None,

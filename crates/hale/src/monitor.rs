@@ -137,6 +137,8 @@ pub struct Health {
     pub unstable: u32,
     /// When the scheduled restart happens (monotonic), while backing off.
     pub next_restart_at: Option<std::time::Instant>,
+    /// Why it entered its current state (the last transition's reason).
+    pub state_reason: Option<Arc<str>>,
     /// The last failure's reason.
     pub last_error: Option<String>,
     /// How the last instance ended.

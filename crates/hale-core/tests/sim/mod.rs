@@ -249,7 +249,7 @@ impl Sim {
                 let t = self.now + answer.took.min(timeout);
                 self.schedule(t, Input::ProbeDone { incarnation, kind, outcome });
             }
-            Action::Transition { from, to, reason } => {
+            Action::Transition { from, to, reason, .. } => {
                 self.line(format!("{from} -> {to}: {reason}"));
             }
         }
