@@ -355,10 +355,9 @@ async fn readyz(State(app): State<App>) -> Response {
         .iter()
         .filter(|h| !serving_ok(&app, h))
         .map(|h| {
-            let why = app
-                .waiting_text(&h.name)
-                .or_else(|| h.last_error.clone())
-                .unwrap_or_else(|| h.state.as_str().to_owned());
+            let config = app.config();
+            let waiting = app.waiting_text(&h.name);
+            let why = crate::explain::why(h, waiting.as_deref(), config.component(&h.name));
             format!("{}: {why}", h.name)
         })
         .collect();

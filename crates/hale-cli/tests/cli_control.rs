@@ -643,3 +643,69 @@ fn status_explains_backoff_failure_and_waiting() {
     let table = h.ok(&["status"]).stdout;
     assert!(table.contains("waiting for doomed (completed_successfully)"), "{table}");
 }
+
+// ------------------------------------------------------------------------------- quickstart
+
+#[test]
+fn the_quickstart_serves_http_metrics_grpc_and_runs_its_hook() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/debug/examples/demo");
+    if !std::path::Path::new(demo).exists() {
+        // `cargo test` builds the workspace's examples before it runs tests.
+        panic!("{demo} is missing: build it with `cargo build -p hale-cli --examples`");
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/quickstart/hale.toml"
+    ))
+    .unwrap()
+    .replace("../../target/debug/examples/demo", demo);
+    let mut h = Hale::new();
+    h.write_config(&text);
+    assert!(h.ok(&["check"]).stdout.contains("ok (3 components)"));
+    h.up();
+    wait_http(9464);
+    h.wait_comp("client", S(20), "healthy", |c| c["healthy"] == true);
+    h.wait_state("worker", "failed", S(20));
+    let (code, text) = http(9464, "GET", "/v1/status", None);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(json_body(&text)["components"].as_array().unwrap().len(), 3);
+    let (code, text) = http(9464, "GET", "/readyz", None);
+    assert_eq!(code, 503, "the failed worker makes hale unready: {text}");
+    assert!(body(&text).contains("worker: failed"), "{text}");
+    let (code, text) = http(9464, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(
+        body(&text).contains("hale_component_state{component=\"worker\",state=\"failed\"} 1"),
+        "{text}"
+    );
+    let out = h.ok(&["reload"]);
+    assert!(out.stdout.contains("unchanged: web, worker, client"), "{out}");
+    let log = wait_until(S(10), "the hook's file", || {
+        std::fs::read_to_string(h.path(".hale/transitions.log"))
+            .ok()
+            .filter(|t| t.contains("worker: running -> failed"))
+    });
+    assert!(log.contains("client: starting -> running"), "{log}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9465")
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let ask = |s: &str| tonic_health::pb::HealthCheckRequest { service: s.to_owned() };
+        assert_eq!(
+            client.check(ask("web")).await.unwrap().into_inner().status(),
+            ServingStatus::Serving
+        );
+        assert_eq!(
+            client.check(ask("worker")).await.unwrap().into_inner().status(),
+            ServingStatus::NotServing
+        );
+        assert_eq!(
+            client.check(ask("")).await.unwrap().into_inner().status(),
+            ServingStatus::NotServing
+        );
+    });
+}
