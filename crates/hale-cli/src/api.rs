@@ -4,7 +4,7 @@
 //! Every response is JSON in CONTRACT.md's shapes. Handlers only read health snapshots and send
 //! commands to the monitor; they never block the driver.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hale::{Exit, Health, Monitor, Op};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
@@ -122,68 +123,118 @@ pub fn serving_ok(shared: &Shared, h: &Health) -> bool {
 
 /// A component's status as CONTRACT.md's JSON object, with the explanation fields
 /// (`why`, `waiting_for`, `restarts_left`, `max_restarts`, `backoff_step`, `state_reason`).
-pub fn health_json(
-    h: &Health,
+/// Serialised straight from borrowed fields: a status of 1,000 components builds no tree.
+#[derive(Serialize)]
+pub struct HealthJson<'a> {
+    name: &'a str,
+    kind: &'a str,
+    state: &'static str,
+    ready: bool,
+    healthy: bool,
+    pid: Option<u32>,
+    incarnation: u64,
+    uptime_ms: Option<u64>,
+    restart_count: u32,
+    restarts_in_window: u32,
+    unstable: u32,
+    next_restart_in_ms: Option<u64>,
+    last_error: Option<&'a str>,
+    last_exit: Option<ExitJson>,
+    status_text: Option<&'a str>,
+    waiting_for: Option<String>,
+    stopping: bool,
+    why: String,
+    state_reason: Option<&'a str>,
+    backoff_step: u32,
+    max_restarts: Option<u32>,
+    restarts_left: Option<u32>,
+    restarts_total: u64,
+    probes: BTreeMap<&'static str, ProbeJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ExitJson {
+    code: Option<i32>,
+    signal: Option<i32>,
+}
+
+#[derive(Serialize)]
+struct ProbeJson<'a> {
+    consecutive_successes: u32,
+    consecutive_failures: u32,
+    runs_total: u64,
+    failures_total: u64,
+    last: Vec<ResultJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResultJson<'a> {
+    at: String,
+    ok: bool,
+    duration_ms: f64,
+    output: &'a str,
+}
+
+/// `h` as CONTRACT.md's object; `c` is its config, when the daemon has one for it.
+pub fn health_json<'a>(
+    h: &'a Health,
     waiting: Option<String>,
     c: Option<&crate::config::ComponentConfig>,
-) -> Value {
+) -> HealthJson<'a> {
     let why = crate::explain::why(h, waiting.as_deref(), c);
-    let last_exit = h.last_exit.map(|e| match e {
-        Exit::Code(c) => json!({"code": c, "signal": null}),
-        Exit::Signal(s) => json!({"code": null, "signal": s}),
-    });
-    let probes: serde_json::Map<String, Value> = h
+    let probes = h
         .probes
         .iter()
         .map(|(kind, p)| {
-            let last: Vec<Value> = p
+            let last = p
                 .last
                 .iter()
-                .map(|r| {
-                    json!({
-                        "at": humantime::format_rfc3339_millis(r.at).to_string(),
-                        "ok": r.ok,
-                        "duration_ms": r.duration.as_secs_f64() * 1000.0,
-                        "output": r.output,
-                    })
+                .map(|r| ResultJson {
+                    at: humantime::format_rfc3339_millis(r.at).to_string(),
+                    ok: r.ok,
+                    duration_ms: r.duration.as_secs_f64() * 1000.0,
+                    output: &r.output,
                 })
                 .collect();
-            (
-                kind.as_str().to_owned(),
-                json!({
-                    "consecutive_successes": p.consecutive_successes,
-                    "consecutive_failures": p.consecutive_failures,
-                    "last": last,
-                }),
-            )
+            let probe = ProbeJson {
+                consecutive_successes: p.consecutive_successes,
+                consecutive_failures: p.consecutive_failures,
+                runs_total: p.stats.runs,
+                failures_total: p.stats.failures,
+                last,
+            };
+            (kind.as_str(), probe)
         })
         .collect();
-    json!({
-        "name": &*h.name,
-        "kind": &*h.kind,
-        "state": h.state.as_str(),
-        "ready": h.ready,
-        "healthy": h.healthy,
-        "pid": h.pid,
-        "incarnation": h.incarnation,
-        "uptime_ms": h.uptime().map(|d| d.as_millis() as u64),
-        "restart_count": h.restart_count,
-        "restarts_in_window": h.restarts_in_window,
-        "unstable": h.unstable,
-        "next_restart_in_ms": h.next_restart_in().map(|d| d.as_millis() as u64),
-        "last_error": h.last_error,
-        "last_exit": last_exit,
-        "status_text": h.status_text,
-        "waiting_for": waiting,
-        "stopping": h.stopping,
-        "why": why,
-        "state_reason": h.state_reason.as_deref(),
-        "backoff_step": h.unstable,
-        "max_restarts": c.map(|c| c.restart.max_restarts),
-        "restarts_left": crate::explain::restarts_left(h, c),
-        "restarts_total": h.restarts_total,
-        "probes": probes,
-    })
+    HealthJson {
+        name: &h.name,
+        kind: &h.kind,
+        state: h.state.as_str(),
+        ready: h.ready,
+        healthy: h.healthy,
+        pid: h.pid,
+        incarnation: h.incarnation,
+        uptime_ms: h.uptime().map(|d| d.as_millis() as u64),
+        restart_count: h.restart_count,
+        restarts_in_window: h.restarts_in_window,
+        unstable: h.unstable,
+        next_restart_in_ms: h.next_restart_in().map(|d| d.as_millis() as u64),
+        last_error: h.last_error.as_deref(),
+        last_exit: h.last_exit.map(|e| match e {
+            Exit::Code(c) => ExitJson { code: Some(c), signal: None },
+            Exit::Signal(s) => ExitJson { code: None, signal: Some(s) },
+        }),
+        status_text: h.status_text.as_deref(),
+        waiting_for: waiting,
+        stopping: h.stopping,
+        why,
+        state_reason: h.state_reason.as_deref(),
+        backoff_step: h.unstable,
+        max_restarts: c.map(|c| c.restart.max_restarts),
+        restarts_left: crate::explain::restarts_left(h, c),
+        restarts_total: h.restarts_total,
+        probes,
+    }
 }
 
 type App = Arc<Shared>;
@@ -221,12 +272,21 @@ async fn status(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
         }
     }
     let config = app.config();
-    let components: Vec<Value> = all
+    let by_name: HashMap<&str, &crate::config::ComponentConfig> =
+        config.components.iter().map(|c| (c.name.as_str(), c)).collect();
+    let components: Vec<HealthJson<'_>> = all
         .iter()
         .filter(|h| wanted.is_empty() || wanted.iter().any(|w| **w == *h.name))
-        .map(|h| health_json(h, app.waiting_text(&h.name), config.component(&h.name)))
+        .map(|h| {
+            let waiting = app.waiting_text(&h.name);
+            health_json(h, waiting, by_name.get(&*h.name).copied())
+        })
         .collect();
-    Json(json!({"components": components})).into_response()
+    #[derive(Serialize)]
+    struct Status<'a> {
+        components: Vec<HealthJson<'a>>,
+    }
+    Json(Status { components }).into_response()
 }
 
 fn percent_decode(s: &str) -> String {
