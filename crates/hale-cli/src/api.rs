@@ -52,7 +52,7 @@ impl Shared {
     /// Everything the daemon shares, for `config` just loaded.
     pub fn new(
         monitor: Monitor,
-        config: Config,
+        config: Arc<Config>,
         shutdown: watch::Sender<bool>,
         stopped: watch::Receiver<bool>,
         echo: bool,
@@ -65,7 +65,7 @@ impl Shared {
             stopped,
             waiters: Mutex::new(HashMap::new()),
             env_files: Mutex::new(crate::reload::env_files(&config)),
-            config: Mutex::new(Arc::new(config)),
+            config: Mutex::new(config),
             reload_lock: tokio::sync::Mutex::new(()),
             echo,
             color,

@@ -60,6 +60,8 @@ pub fn condition_met(h: &Health, cond: DependCondition) -> bool {
 /// `echo`: copy each component's output to stdout with its name (off for a detached daemon,
 /// whose stdout is a file that nothing rotates).
 pub async fn run(config: Config, echo: bool) -> Result<i32> {
+    // One copy for the daemon's whole life, shared with the API (until a reload replaces it).
+    let config = Arc::new(config);
     let state_dir = config.hale.state_dir.clone();
     std::fs::create_dir_all(state_dir.join("logs"))
         .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
@@ -122,7 +124,7 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let shared = Arc::new(Shared::new(
         monitor.clone(),
-        config.clone(),
+        Arc::clone(&config),
         shutdown_tx,
         stopped_rx,
         echo,
@@ -250,6 +252,7 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     let mut ping = tokio::time::interval(ping);
 
     crate::footprint::release_startup_code();
+    crate::footprint::release_free_heap();
 
     loop {
         tokio::select! {

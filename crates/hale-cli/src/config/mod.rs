@@ -157,12 +157,13 @@ pub struct ComponentConfig {
     pub restart_force_exit_status: Vec<i32>,
     /// The `[components.NAME.restart]` table.
     pub restart: RestartSettings,
-    /// `[components.NAME.startup]`.
-    pub startup: Option<ProbeConfig>,
+    /// `[components.NAME.startup]` (boxed, like the other two: a config of 1,000 components
+    /// without probes then stays small, and the daemon keeps its config for its whole life).
+    pub startup: Option<Box<ProbeConfig>>,
     /// `[components.NAME.liveness]`.
-    pub liveness: Option<ProbeConfig>,
+    pub liveness: Option<Box<ProbeConfig>>,
     /// `[components.NAME.readiness]`.
-    pub readiness: Option<ProbeConfig>,
+    pub readiness: Option<Box<ProbeConfig>>,
     /// Run or called on each of this component's transitions.
     pub on_state_change: Option<Hook>,
 }
@@ -289,7 +290,8 @@ impl Default for RestartSettings {
 /// The three probe kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
-    /// `[components.NAME.startup]`.
+    /// `[components.NAME.startup]` (boxed, like the other two: a config of 1,000 components
+    /// without probes then stays small, and the daemon keeps its config for its whole life).
     Startup,
     /// `[components.NAME.liveness]`.
     Liveness,
@@ -424,12 +426,24 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
         Err(err) => return Err(ConfigErrors::single(ConfigError::unreadable(path, &err))),
     };
+    from_bytes(bytes, path, walk::Files::Read)
+}
+
+/// Validate the bytes of a config file as [`load`] does once it has read them, except that no
+/// other file is read (as with [`parse`]): bytes that are not UTF-8 give one error at the
+/// first bad byte.
+pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Config, ConfigErrors> {
+    from_bytes(bytes.to_vec(), path, walk::Files::Skip)
+}
+
+fn from_bytes(bytes: Vec<u8>, path: &Path, files: walk::Files) -> Result<Config, ConfigErrors> {
     match String::from_utf8(bytes) {
-        Ok(text) => walk::parse(&text, path, &base_dir_of(path), walk::Files::Read),
+        Ok(text) => walk::parse(&text, path, &base_dir_of(path), files),
         Err(err) => {
             let valid = err.utf8_error().valid_up_to();
             let lossy = String::from_utf8_lossy(err.as_bytes()).into_owned();
-            let key = walk::context_key(&lossy, lossy.len().min(valid));
+            // The lossy text is longer where bytes were replaced, but not before `valid`.
+            let key = walk::context_key(&lossy, valid);
             Err(ConfigErrors::single(ConfigError::not_utf8(
                 path,
                 key,

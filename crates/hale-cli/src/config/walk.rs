@@ -999,7 +999,7 @@ impl<'a> Walker<'a> {
         }
         for kind in [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness] {
             if let Some(i) = tbl.get(kind.as_str()) {
-                let probe = self.probe(i, kind, external);
+                let probe = self.probe(i, kind, external).map(Box::new);
                 match kind {
                     ProbeKind::Startup => c.startup = probe,
                     ProbeKind::Liveness => c.liveness = probe,
