@@ -75,8 +75,6 @@ struct Slot {
     /// Removed by the embedder: the slot stays as a tombstone (its index may still be named
     /// by finished tasks in flight), but takes no input and publishes nothing.
     removed: bool,
-    /// The notify socket's reader task.
-    reader: Option<tokio::task::AbortHandle>,
     /// Per probe kind, every run counted (boxed: only configured probes pay for it).
     stats: [Option<Box<ProbeStats>>; 3],
     restarts_total: u64,
@@ -113,6 +111,8 @@ pub(crate) fn spawn(
         shutdown: None,
         actions: Vec::new(),
         notify_tx,
+        notify: None,
+        by_pid: HashMap::new(),
     };
     tokio::spawn(driver.run(requests, notify_rx));
 }
@@ -130,11 +130,17 @@ struct Driver {
     /// Set once shutdown began: who to tell when it is done.
     shutdown: Option<Vec<oneshot::Sender<()>>>,
     actions: Vec<Action>,
-    /// Notify socket readers send (slot, sender pid, messages) here.
+    /// The notify socket's reader sends (sender pid, messages) here.
     notify_tx: mpsc::UnboundedSender<NotifyDatagram>,
+    /// The one notify socket every component that asks for one shares (its `NOTIFY_SOCKET`
+    /// value and its reader task), bound on first need. Datagrams are routed by the sender's
+    /// PID as the kernel reports it: a main process, or a member of its process group.
+    notify: Option<(String, tokio::task::AbortHandle)>,
+    /// Main PID of each live child -> its slot.
+    by_pid: HashMap<u32, usize>,
 }
 
-type NotifyDatagram = (usize, Option<u32>, Vec<NotifyMessage>);
+type NotifyDatagram = (Option<u32>, Vec<NotifyMessage>);
 
 impl Driver {
     async fn run(
@@ -168,9 +174,9 @@ impl Driver {
                         self.begin_shutdown(now, None);
                     }
                 },
-                Some((i, pid, messages)) = notifications.recv() => {
+                Some((pid, messages)) = notifications.recv() => {
                     let now = self.now();
-                    self.notified(now, i, pid, messages);
+                    self.notified(now, pid, messages);
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     let now = self.now();
@@ -183,11 +189,9 @@ impl Driver {
             }
         }
         // Let output readers drain what the children wrote last, then end every task.
-        // (The notify readers never end by themselves.)
-        for slot in &mut self.slots {
-            if let Some(reader) = slot.reader.take() {
-                reader.abort();
-            }
+        // (The notify reader never ends by itself.)
+        if let Some((_, reader)) = self.notify.take() {
+            reader.abort();
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while let Some(done) = self.tasks.join_next().await {
@@ -306,34 +310,12 @@ impl Driver {
         let probes = c.checks.map(|check| check.map(|c| c.probe));
         let stats = std::array::from_fn(|k| probes[k].as_ref().map(|_| Box::default()));
         let i = self.slots.len();
-        let mut notify_reader = None;
         let notify = match (&c.run, c.notify) {
             (Run::Process(_), Some(access)) => {
-                let socket = NotifySocket::bind(&c.name).map_err(|e| Error::InvalidComponent {
+                let env_value = self.notify_socket().map_err(|e| Error::InvalidComponent {
                     name: c.name.clone(),
                     errors: vec![format!("notify socket: {e}")],
                 })?;
-                let env_value = socket.env_value.clone();
-                let tx = self.notify_tx.clone();
-                let component = c.name.clone();
-                let reader = self.tasks.spawn(async move {
-                    loop {
-                        match socket.recv().await {
-                            Ok((pid, data)) => {
-                                let messages = notify::parse(&data);
-                                if !messages.is_empty() && tx.send((i, pid, messages)).is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(component, "notify socket: {e}");
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        }
-                    }
-                    Done::Output
-                });
-                notify_reader = Some(reader);
                 Some((access, env_value))
             }
             _ => None,
@@ -350,7 +332,6 @@ impl Driver {
             scheduled: None,
             touched: true,
             removed: false,
-            reader: notify_reader,
             stats,
             restarts_total: 0,
             state_reason: None,
@@ -380,9 +361,6 @@ impl Driver {
         slot.stats = [None, None, None];
         // Dropping the command closes its output sink (the component's log file).
         slot.run = Run::External(crate::component::External::new());
-        if let Some(reader) = slot.reader.take() {
-            reader.abort();
-        }
         self.names.remove(&slot.name);
         let gone = slot.health.subscribe();
         self.registry.send_modify(|list| Arc::make_mut(list).retain(|rx| !rx.same_channel(&gone)));
@@ -408,15 +386,60 @@ impl Driver {
             })
     }
 
-    /// Datagrams from a component's notify socket: accepted from its main process, or with
-    /// `NotifyAccess::All` from any process of its group; anything else is logged and dropped.
-    fn notified(
-        &mut self,
-        now: CoreInstant,
-        i: usize,
-        pid: Option<u32>,
-        messages: Vec<NotifyMessage>,
-    ) {
+    /// The shared notify socket's `NOTIFY_SOCKET` value, binding it (and starting its reader)
+    /// on first use.
+    fn notify_socket(&mut self) -> std::io::Result<String> {
+        if let Some((env, _)) = &self.notify {
+            return Ok(env.clone());
+        }
+        let socket = NotifySocket::bind()?;
+        let env_value = socket.env_value.clone();
+        let tx = self.notify_tx.clone();
+        let reader = self.tasks.spawn(async move {
+            loop {
+                match socket.recv().await {
+                    Ok((pid, data)) => {
+                        let messages = notify::parse(&data);
+                        if !messages.is_empty() && tx.send((pid, messages)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("notify socket: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            Done::Output
+        });
+        self.notify = Some((env_value.clone(), reader));
+        Ok(env_value)
+    }
+
+    /// A datagram on the notify socket: from a component's main process, or with
+    /// `NotifyAccess::All` from any process of its group (the main process leads the group);
+    /// anything else is logged and dropped.
+    fn notified(&mut self, now: CoreInstant, pid: Option<u32>, messages: Vec<NotifyMessage>) {
+        let Some(p) = pid else {
+            tracing::warn!("ignored a notify message without sender credentials");
+            return;
+        };
+        let group = || {
+            let raw = i32::try_from(p).ok()?;
+            let g = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(raw))).ok()?;
+            u32::try_from(g.as_raw()).ok()
+        };
+        let Some(i) = self
+            .by_pid
+            .get(&p)
+            .copied()
+            .or_else(|| group().and_then(|g| self.by_pid.get(&g).copied()))
+        else {
+            tracing::warn!(
+                "ignored a notify message from pid {p}: no supervised process group has it"
+            );
+            return;
+        };
         let slot = &self.slots[i];
         let (Some(child), Some((access, _))) = (&slot.child, &slot.notify) else { return };
         let allowed = match (pid, access) {
@@ -451,6 +474,7 @@ impl Driver {
                 let s = &mut self.slots[slot];
                 if s.child.as_ref().is_some_and(|c| c.incarnation == incarnation) {
                     s.child = None;
+                    self.by_pid.remove(&pid);
                 }
                 self.feed(slot, now, Input::Exited { incarnation, exit });
             }
@@ -630,6 +654,7 @@ impl Driver {
                             }
                         }
                         slot.child = Some(Child { incarnation, pid });
+                        self.by_pid.insert(pid, i);
                         self.tasks.spawn(async move {
                             let exit = match child.wait().await {
                                 Ok(status) => exit_of(status),

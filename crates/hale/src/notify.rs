@@ -1,7 +1,8 @@
 //! The child-facing side of sd_notify (SEMANTICS.md §8): one `AF_UNIX` datagram socket per
-//! process component that asks for it, in the abstract namespace (no file to clean up, no path
-//! length limit), with `SO_PASSCRED` so that every datagram carries its sender's PID as the
-//! kernel saw it, and the parser for the `KEY=VALUE` lines children send.
+//! monitor, shared by every process component that asks for one, in the abstract namespace (no
+//! file to clean up, no path length limit), with `SO_PASSCRED` so that every datagram carries
+//! its sender's PID as the kernel saw it (which is how the driver tells components apart), and
+//! the parser for the `KEY=VALUE` lines children send.
 //!
 //! This module only receives and parses; whether a sender may speak for the component (main
 //! PID only, or any process of its group) and what a message means are decided by the driver
@@ -29,8 +30,8 @@ pub(crate) struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Bind a fresh socket for `component`.
-    pub(crate) fn bind(component: &str) -> io::Result<Self> {
+    /// Bind a fresh socket.
+    pub(crate) fn bind() -> io::Result<Self> {
         let fd = socket(
             AddressFamily::Unix,
             SockType::Datagram,
@@ -38,7 +39,7 @@ impl NotifySocket {
             None,
         )?;
         setsockopt(&fd, sockopt::PassCred, &true)?;
-        let name = format!("hale/{}/{}/{:016x}", std::process::id(), component, fastrand::u64(..));
+        let name = format!("hale/{}/{:016x}", std::process::id(), fastrand::u64(..));
         let addr = UnixAddr::new_abstract(name.as_bytes())?;
         bind(fd.as_raw_fd(), &addr)?;
         // SAFETY: an OwnedFd's descriptor is valid, stays open while the AsyncFd owns it, and

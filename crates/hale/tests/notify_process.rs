@@ -128,3 +128,48 @@ async fn a_message_from_another_process_is_refused_unless_access_is_all() {
         m.shutdown().await.unwrap();
     }
 }
+
+/// Every component shares one notify socket: messages reach the component whose process sent
+/// them (the kernel's sender PID decides), and a process outside every component is ignored.
+#[tokio::test]
+async fn one_shared_socket_routes_each_message_by_its_sender() {
+    let m = monitor();
+    for name in ["a", "b", "c"] {
+        let script = format!("time.sleep(0.2)\nsend('READY=1\\nSTATUS=I am {name}')");
+        let c =
+            Component::process(name, notifier(&script)).ready_on_notify(Duration::from_secs(30));
+        m.register(c).await.unwrap();
+    }
+    for name in ["a", "b", "c"] {
+        let want = format!("I am {name}");
+        let h = tokio::time::timeout(
+            GUARD,
+            m.wait_for(name, |h| h.ready && h.status_text.as_deref() == Some(want.as_str())),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name} never got its own STATUS: {:?}", m.health(name)))
+        .unwrap();
+        assert_eq!(h.state, State::Running);
+    }
+    // This test process is no component's: its message changes nothing.
+    let env =
+        std::fs::read_to_string(format!("/proc/{}/environ", m.health("a").unwrap().pid.unwrap()))
+            .unwrap();
+    let addr = env.split('\0').find_map(|kv| kv.strip_prefix("NOTIFY_SOCKET=")).unwrap().to_owned();
+    let b_env =
+        std::fs::read_to_string(format!("/proc/{}/environ", m.health("b").unwrap().pid.unwrap()))
+            .unwrap();
+    assert!(b_env.contains(&format!("NOTIFY_SOCKET={addr}")), "one socket for every component");
+    let stranger = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let name = addr.strip_prefix('@').unwrap();
+    use std::os::linux::net::SocketAddrExt;
+    let target = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    stranger.send_to_addr(b"STATUS=intruder\nWATCHDOG=trigger", &target).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in ["a", "b", "c"] {
+        let h = m.health(name).unwrap();
+        assert_eq!(h.status_text.as_deref(), Some(format!("I am {name}").as_str()));
+        assert_eq!((h.state, h.incarnation), (State::Running, 1));
+    }
+    m.shutdown().await.unwrap();
+}
