@@ -634,24 +634,22 @@ impl Driver {
                             });
                         };
                         if let Some(sink) = cmd.output.clone() {
-                            if let Some(out) =
-                                child.stdout.take().and_then(|o| o.into_owned_fd().ok())
-                            {
-                                let (name, sink) = (slot.name.clone(), sink.clone());
-                                self.tasks.spawn(async move {
-                                    process::pump(out, name, Stream::Stdout, sink).await;
-                                    Done::Output
-                                });
-                            }
-                            if let Some(err) =
-                                child.stderr.take().and_then(|e| e.into_owned_fd().ok())
-                            {
-                                let name = slot.name.clone();
-                                self.tasks.spawn(async move {
-                                    process::pump(err, name, Stream::Stderr, sink).await;
-                                    Done::Output
-                                });
-                            }
+                            // One task reads both pipes: a quiet child costs one small task.
+                            let out = child.stdout.take().and_then(|o| o.into_owned_fd().ok());
+                            let err = child.stderr.take().and_then(|e| e.into_owned_fd().ok());
+                            let name = slot.name.clone();
+                            self.tasks.spawn(async move {
+                                let read = |pipe: Option<std::os::fd::OwnedFd>, stream| {
+                                    let (name, sink) = (name.clone(), sink.clone());
+                                    async move {
+                                        if let Some(pipe) = pipe {
+                                            process::pump(pipe, name, stream, sink).await;
+                                        }
+                                    }
+                                };
+                                tokio::join!(read(out, Stream::Stdout), read(err, Stream::Stderr));
+                                Done::Output
+                            });
                         }
                         slot.child = Some(Child { incarnation, pid });
                         self.by_pid.insert(pid, i);
