@@ -832,10 +832,14 @@ fn join_reason(o: &ProbeOutcome) -> String {
 /// Run one check with the driver's timeout; a panic or an overrun is a failure with a reason.
 async fn run_probe(probe: Arc<dyn Probe>, ctx: ProbeContext, timeout: Duration) -> ProbeOutcome {
     let started = Instant::now();
-    let describe = probe.describe();
+    // `describe` allocates: only a failure that needs the probe's name pays for it.
+    let describe = |probe: &Arc<dyn Probe>| probe.describe();
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| probe.check(ctx))) {
         Ok(fut) => fut,
-        Err(_) => return ProbeOutcome::fail(Duration::ZERO, format!("{describe}: check panicked")),
+        Err(_) => {
+            let what = describe(&probe);
+            return ProbeOutcome::fail(Duration::ZERO, format!("{what}: check panicked"));
+        }
     };
     let result = tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await;
     let took = started.elapsed();
@@ -847,7 +851,10 @@ async fn run_probe(probe: Arc<dyn Probe>, ctx: ProbeContext, timeout: Duration) 
             reason: Some(e.reason),
             output: hale_core::truncate_output(&e.output),
         },
-        Ok(Err(_)) => ProbeOutcome::fail(took, format!("{describe}: check panicked")),
-        Err(_) => ProbeOutcome::fail(took, format!("{describe}: timed out after {timeout:?}")),
+        Ok(Err(_)) => ProbeOutcome::fail(took, format!("{}: check panicked", describe(&probe))),
+        Err(_) => {
+            let what = describe(&probe);
+            ProbeOutcome::fail(took, format!("{what}: timed out after {timeout:?}"))
+        }
     }
 }
