@@ -137,8 +137,9 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     let (records_monitor, records_dir) = (monitor.clone(), state_dir.clone());
     let hooks = Arc::new(Hooks::default());
     let (hook_shared, hook_runner) = (shared.clone(), hooks.clone());
+    let mut recorder = leftovers::Recorder::new(&records_dir)
+        .with_context(|| format!("writing {}", leftovers::path(&records_dir).display()))?;
     let event_task = tokio::spawn(async move {
-        let mut recorded: Vec<leftovers::Record> = Vec::new();
         loop {
             match rx.recv().await {
                 Ok(e) => {
@@ -146,20 +147,9 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
                         tracing::warn!("writing the events file: {err}");
                     }
                     // Keep `children` current, so that a killed daemon's successor can end them.
-                    let now: Vec<leftovers::Record> = records_monitor
-                        .health_summary()
-                        .iter()
-                        .filter_map(|h| {
-                            let pid = h.pid?;
-                            let start = leftovers::start_time(pid)?;
-                            Some(leftovers::Record { name: h.name.to_string(), pid, start })
-                        })
-                        .collect();
-                    if now != recorded {
-                        if let Err(err) = leftovers::write(&records_dir, &now) {
-                            tracing::warn!("writing the children record: {err}");
-                        }
-                        recorded = now;
+                    let pid = records_monitor.health(&e.component).and_then(|h| h.pid);
+                    if let Err(err) = recorder.update(&e.component, pid) {
+                        tracing::warn!("writing the children record: {err}");
                     }
                     say!("[hale] {}: {} -> {}: {}", e.component, e.from, e.to, e.reason);
                     let config = hook_shared.config();

@@ -39,15 +39,62 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-/// Replace the record file with `records` (atomically: write, then rename).
+/// Replace the record file with `records` (atomically: write, then rename). No fsync: the
+/// file must outlive the daemon's process, not the machine (after a crash of the machine no
+/// child is left to end).
 pub fn write(state_dir: &Path, records: &[Record]) -> io::Result<()> {
     let tmp = state_dir.join("children.tmp");
-    let mut f = fs::File::create(&tmp)?;
+    let mut text = String::new();
     for r in records {
-        writeln!(f, "{} {} {}", r.pid, r.start, r.name)?;
+        text.push_str(&format!("{} {} {}\n", r.pid, r.start, r.name));
     }
-    f.sync_data()?;
+    fs::write(&tmp, text)?;
     fs::rename(tmp, path(state_dir))
+}
+
+/// Keeps `state_dir/children` current at O(1) per change: a new child appends one line, and the
+/// file is rewritten with only the live records once stale lines outnumber them. Stale lines
+/// are harmless: [`end`] acts on a record only while its PID still has the recorded start time
+/// (or is gone, leaving at most its own group).
+#[derive(Debug)]
+pub struct Recorder {
+    dir: PathBuf,
+    live: std::collections::HashMap<String, Record>,
+    lines: usize,
+}
+
+impl Recorder {
+    /// A recorder that starts with an empty file.
+    pub fn new(state_dir: &Path) -> io::Result<Self> {
+        write(state_dir, &[])?;
+        Ok(Recorder { dir: state_dir.to_path_buf(), live: Default::default(), lines: 0 })
+    }
+
+    /// `name`'s main process is now `pid` (or none).
+    pub fn update(&mut self, name: &str, pid: Option<u32>) -> io::Result<()> {
+        let Some(pid) = pid else {
+            self.live.remove(name);
+            return Ok(());
+        };
+        if self.live.get(name).is_some_and(|r| r.pid == pid) {
+            return Ok(());
+        }
+        let Some(start) = start_time(pid) else { return Ok(()) }; // already gone
+        let record = Record { name: name.to_owned(), pid, start };
+        if self.lines >= 2 * self.live.len() + 64 {
+            self.live.insert(name.to_owned(), record);
+            let mut all: Vec<Record> = self.live.values().cloned().collect();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            write(&self.dir, &all)?;
+            self.lines = all.len();
+            return Ok(());
+        }
+        let mut f = fs::OpenOptions::new().append(true).create(true).open(path(&self.dir))?;
+        f.write_all(format!("{} {} {}\n", record.pid, record.start, record.name).as_bytes())?;
+        self.live.insert(name.to_owned(), record);
+        self.lines += 1;
+        Ok(())
+    }
 }
 
 /// Read the record file; a missing file is no records, a garbled line is skipped.
@@ -152,5 +199,38 @@ mod tests {
         fs::write(path(dir.path()), "not a record\n12 x\n1 5 init\n").unwrap();
         assert_eq!(read(dir.path()).len(), 1);
         assert!(end(dir.path()).is_empty(), "pid 1 is never signalled");
+    }
+
+    #[test]
+    fn the_recorder_appends_new_children_and_compacts_stale_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut children: Vec<std::process::Child> = (0..3)
+            .map(|_| std::process::Command::new("sleep").arg("100").spawn().unwrap())
+            .collect();
+        let mut rec = Recorder::new(dir.path()).unwrap();
+        assert!(read(dir.path()).is_empty(), "a fresh recorder starts an empty file");
+        rec.update("a", Some(children[0].id())).unwrap();
+        rec.update("a", Some(children[0].id())).unwrap(); // unchanged: nothing written
+        rec.update("b", Some(children[1].id())).unwrap();
+        let names: Vec<String> = read(dir.path()).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        // Restarts append; stale lines pile up until they outnumber the live ones, then the
+        // file is rewritten with the live records only.
+        for _ in 0..100 {
+            rec.update("a", None).unwrap();
+            rec.update("a", Some(children[0].id())).unwrap();
+            rec.update("a", Some(children[2].id())).unwrap();
+        }
+        let records = read(dir.path());
+        assert!(records.len() <= 2 * 2 + 64 + 1, "{} lines", records.len());
+        let last_a = records.iter().rev().find(|r| r.name == "a").unwrap();
+        assert_eq!(last_a.pid, children[2].id(), "the newest record of a is its live child");
+        assert!(records.iter().any(|r| r.name == "b" && r.pid == children[1].id()));
+        // A daemon starting after this one ends every recorded child that still runs.
+        let ended = end(dir.path());
+        assert!(ended.len() >= 3, "{ended:?}");
+        for c in &mut children {
+            assert!(!c.wait().unwrap().success());
+        }
     }
 }
