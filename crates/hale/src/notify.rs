@@ -145,7 +145,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_datagram_arrives_with_its_senders_pid() {
-        let sock = NotifySocket::bind("test").unwrap();
+        let sock = NotifySocket::bind().unwrap();
         let path = sock.env_value.trim_start_matches('@').to_owned();
         let tx = std::os::unix::net::UnixDatagram::unbound().unwrap();
         let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(path.as_bytes()).unwrap();
