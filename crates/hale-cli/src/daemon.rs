@@ -36,6 +36,10 @@ macro_rules! say {
     }};
 }
 
+/// The most the daemon lets a timer be late (about 5% of its distance, up to this) so that
+/// timers close together share a wake-up: with 1 s checks, one wake-up serves many.
+pub const DEFAULT_TIMER_SLACK: Duration = Duration::from_millis(50);
+
 const COLORS: [&str; 6] = ["\x1b[36m", "\x1b[33m", "\x1b[32m", "\x1b[35m", "\x1b[34m", "\x1b[31m"];
 
 /// Whether a dependency's health meets a `depends_on` condition.
@@ -119,7 +123,14 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
         None => None,
     };
 
-    let monitor = Monitor::with_options(MonitorOptions::default());
+    // Timer slack lets checks that fall due within a few milliseconds of each other share a
+    // wake-up (HALE_TIMER_SLACK_MS overrides it, for side-by-side benchmarks).
+    let timer_slack = std::env::var("HALE_TIMER_SLACK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(DEFAULT_TIMER_SLACK, Duration::from_millis);
+    let monitor =
+        Monitor::with_options(MonitorOptions { timer_slack, ..MonitorOptions::default() });
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let (stopped_tx, stopped_rx) = watch::channel(false);
     let shared = Arc::new(Shared::new(

@@ -154,7 +154,9 @@ impl Driver {
         let mut open = true;
         loop {
             let deadline = self.next_deadline();
-            sleep.as_mut().reset(deadline.map_or(far, |d| self.origin + d.since_origin()));
+            let now = Instant::now().saturating_duration_since(self.origin);
+            let wake = deadline.map(|d| slacken(d.since_origin(), now, self.options.timer_slack));
+            sleep.as_mut().reset(wake.map_or(far, |d| self.origin + d));
             tokio::select! {
                 biased;
                 done = self.tasks.join_next(), if !self.tasks.is_empty() => {
@@ -784,6 +786,54 @@ impl Driver {
             status_text: st.status_text,
             stopping: st.stopping,
             probes,
+        }
+    }
+}
+
+/// When to wake for a deadline `at` (both counted from the monitor's start), seen at `now`:
+/// `at` rounded up to a grid whose step is at most 1/16 of the time left and `max_slack`.
+/// Deadlines close together then share one wake-up (1 s checks land on a 50 ms grid), while a
+/// timer is never early and late by at most ~6% of its distance (a 100 ms backoff by 5 ms).
+fn slacken(at: Duration, now: Duration, max_slack: Duration) -> Duration {
+    const STEPS_MS: [u64; 6] = [50, 20, 10, 5, 2, 1];
+    let budget = at.saturating_sub(now) / 16;
+    let Some(step) = STEPS_MS
+        .iter()
+        .map(|&ms| Duration::from_millis(ms))
+        .find(|&step| step <= budget && step <= max_slack)
+    else {
+        return at;
+    };
+    let step_ns = step.as_nanos();
+    let n = at.as_nanos().div_ceil(step_ns);
+    Duration::from_nanos(u64::try_from(n * step_ns).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod slack_tests {
+    use super::slacken;
+    use std::time::Duration;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn slack_is_at_most_a_sixteenth_of_the_distance_and_never_early() {
+        // No slack allowed: exact.
+        assert_eq!(slacken(MS(1003), MS(0), Duration::ZERO), MS(1003));
+        // 1 s away: a 50 ms grid.
+        assert_eq!(slacken(MS(1003), MS(0), MS(50)), MS(1050));
+        assert_eq!(slacken(MS(2006), MS(1010), MS(50)), MS(2050));
+        // The cap wins over the distance.
+        assert_eq!(slacken(MS(1003), MS(0), MS(10)), MS(1010));
+        // 100 ms away: a 5 ms grid; 10 ms away: none.
+        assert_eq!(slacken(MS(5101), MS(5000), MS(50)), MS(5105));
+        assert_eq!(slacken(MS(5010), MS(5000), MS(50)), MS(5010));
+        // Already on the grid, or past: unchanged.
+        assert_eq!(slacken(MS(1050), MS(0), MS(50)), MS(1050));
+        assert_eq!(slacken(MS(900), MS(1000), MS(50)), MS(900));
+        for at in (0..5000).step_by(7) {
+            let wake = slacken(MS(at), MS(0), MS(50));
+            assert!(wake >= MS(at) && wake - MS(at) <= MS(at) / 16, "{at} -> {wake:?}");
         }
     }
 }

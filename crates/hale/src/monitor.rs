@@ -205,11 +205,17 @@ pub struct MonitorOptions {
     pub jitter: bool,
     /// Capacity of the event broadcast.
     pub event_capacity: usize,
+    /// The most a timer may be late so that timers close together share one wake-up (as
+    /// Linux's timer slack and systemd's `AccuracySec=` do). A deadline is rounded up to a grid
+    /// whose step is at most 1/16 of the time left until it, capped by this: a check due in 1 s
+    /// runs on a 50 ms grid, a restart due in 100 ms is late by at most 5 ms, nothing is ever
+    /// early. Zero (the default) wakes at each deadline exactly.
+    pub timer_slack: std::time::Duration,
 }
 
 impl Default for MonitorOptions {
     fn default() -> Self {
-        MonitorOptions { jitter: true, event_capacity: 4096 }
+        MonitorOptions { jitter: true, event_capacity: 4096, timer_slack: Duration::ZERO }
     }
 }
 

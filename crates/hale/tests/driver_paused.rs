@@ -657,3 +657,31 @@ async fn probe_stats_and_restarts_total_count_everything_and_never_reset() {
     assert!(h.probes[&ProbeKind::Liveness].stats.runs >= stats.runs);
     assert_eq!(h.probes[&ProbeKind::Liveness].stats.failures, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn timer_slack_makes_timers_late_by_at_most_the_slack_and_never_early() {
+    let slack = ms(10);
+    let m = Monitor::with_options(MonitorOptions {
+        jitter: false,
+        timer_slack: slack,
+        ..MonitorOptions::default()
+    });
+    let t0 = Instant::now();
+    let (a, b) = (Calls::default(), Calls::default());
+    for (name, calls) in [("a", &a), ("b", &b)] {
+        let c =
+            Component::external(name, External::new()).liveness(passing(calls).period(ms(1003)));
+        m.register(c).await.unwrap();
+    }
+    tokio::time::sleep(ms(3500)).await;
+    let (a, b) = (a.offsets(t0), b.offsets(t0));
+    assert_eq!(a.len(), 4, "{a:?}");
+    for (k, at) in a.iter().enumerate() {
+        let due = ms(1003) * k as u32;
+        assert!(*at + ms(1) >= due, "check {k} ran early: at {at:?}, due {due:?}");
+        assert!(*at <= due + slack + ms(1), "check {k} ran late by more than the slack: {at:?}");
+        let on_grid = at.as_millis() % 10;
+        assert!(on_grid <= 1 || on_grid == 9, "check {k} at {at:?} is not on the 10 ms grid");
+    }
+    assert_eq!(a, b, "two checks due together share each wake-up");
+}
