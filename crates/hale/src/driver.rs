@@ -809,35 +809,6 @@ fn slacken(at: Duration, now: Duration, max_slack: Duration) -> Duration {
     Duration::from_nanos(u64::try_from(n * step_ns).unwrap_or(u64::MAX))
 }
 
-#[cfg(test)]
-mod slack_tests {
-    use super::slacken;
-    use std::time::Duration;
-
-    const MS: fn(u64) -> Duration = Duration::from_millis;
-
-    #[test]
-    fn slack_is_at_most_a_sixteenth_of_the_distance_and_never_early() {
-        // No slack allowed: exact.
-        assert_eq!(slacken(MS(1003), MS(0), Duration::ZERO), MS(1003));
-        // 1 s away: a 50 ms grid.
-        assert_eq!(slacken(MS(1003), MS(0), MS(50)), MS(1050));
-        assert_eq!(slacken(MS(2006), MS(1010), MS(50)), MS(2050));
-        // The cap wins over the distance.
-        assert_eq!(slacken(MS(1003), MS(0), MS(10)), MS(1010));
-        // 100 ms away: a 5 ms grid; 10 ms away: none.
-        assert_eq!(slacken(MS(5101), MS(5000), MS(50)), MS(5105));
-        assert_eq!(slacken(MS(5010), MS(5000), MS(50)), MS(5010));
-        // Already on the grid, or past: unchanged.
-        assert_eq!(slacken(MS(1050), MS(0), MS(50)), MS(1050));
-        assert_eq!(slacken(MS(900), MS(1000), MS(50)), MS(900));
-        for at in (0..5000).step_by(7) {
-            let wake = slacken(MS(at), MS(0), MS(50));
-            assert!(wake >= MS(at) && wake - MS(at) <= MS(at) / 16, "{at} -> {wake:?}");
-        }
-    }
-}
-
 fn placeholder_health(name: &Arc<str>) -> Health {
     Health {
         name: name.clone(),
@@ -905,6 +876,35 @@ async fn run_probe(probe: Arc<dyn Probe>, ctx: ProbeContext, timeout: Duration) 
         Err(_) => {
             let what = describe(&probe);
             ProbeOutcome::fail(took, format!("{what}: timed out after {timeout:?}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod slack_tests {
+    use super::slacken;
+    use std::time::Duration;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn slack_is_at_most_a_sixteenth_of_the_distance_and_never_early() {
+        // No slack allowed: exact.
+        assert_eq!(slacken(MS(1003), MS(0), Duration::ZERO), MS(1003));
+        // 1 s away: a 50 ms grid.
+        assert_eq!(slacken(MS(1003), MS(0), MS(50)), MS(1050));
+        assert_eq!(slacken(MS(2006), MS(1010), MS(50)), MS(2050));
+        // The cap wins over the distance.
+        assert_eq!(slacken(MS(1003), MS(0), MS(10)), MS(1010));
+        // 100 ms away: a 5 ms grid; 10 ms away: none.
+        assert_eq!(slacken(MS(5101), MS(5000), MS(50)), MS(5105));
+        assert_eq!(slacken(MS(5010), MS(5000), MS(50)), MS(5010));
+        // Already on the grid, or past: unchanged.
+        assert_eq!(slacken(MS(1050), MS(0), MS(50)), MS(1050));
+        assert_eq!(slacken(MS(900), MS(1000), MS(50)), MS(900));
+        for at in (0..5000).step_by(7) {
+            let wake = slacken(MS(at), MS(0), MS(50));
+            assert!(wake >= MS(at) && wake - MS(at) <= MS(at) / 16, "{at} -> {wake:?}");
         }
     }
 }
