@@ -317,6 +317,24 @@ mod tests {
     }
 
     #[test]
+    fn zombie_children_finds_an_unwaited_child_by_pid_and_start_time() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawning true");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let found = loop {
+            let z = zombie_children(std::process::id());
+            if let Some(&(p, start)) = z.iter().find(|(p, _)| *p == pid) {
+                break (p, start);
+            }
+            assert!(std::time::Instant::now() < deadline, "true never showed as a zombie: {z:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(found.1 > 0, "no start time: {found:?}");
+        child.wait().unwrap();
+        assert!(!zombie_children(std::process::id()).iter().any(|(p, _)| *p == pid));
+    }
+
+    #[test]
     fn a_line_without_newlines_is_cut_at_max_line() {
         let big = vec![b'x'; MAX_LINE * 2 + 10];
         let got = lines(&[&big[..1000], &big[1000..], b"\nend\n"]);
@@ -330,12 +348,16 @@ mod tests {
 ///
 /// There must be exactly one reaper of each child. tokio reaps the children it spawned within
 /// milliseconds of their exit; this reaper only takes a zombie that has stayed a zombie for
-/// `grace` (a second, say): no waiter will come for it. It peeks with `WNOWAIT` and reaps by
-/// PID, so a young zombie of tokio's is never touched. PID 1 in a container needs the same.
+/// `grace` (a second, say): no waiter will come for it. It finds every zombie child in /proc
+/// (by pid and start time, so that a recycled pid is a new zombie) and ages them all at once,
+/// then reaps the old ones by PID, so a young zombie of tokio's is never touched and any
+/// number of orphans is reaped within `grace` plus a call. Without a usable /proc it falls back
+/// to peeking at one zombie at a time (`WNOWAIT`), which reaps about one orphan per `grace`.
+/// PID 1 in a container needs the same.
 #[derive(Debug, Default)]
 pub struct OrphanReaper {
-    /// Zombies seen, and when they were first seen.
-    seen: std::collections::HashMap<i32, std::time::Instant>,
+    /// Zombies seen, by (pid, start time; 0 when unknown), and when they were first seen.
+    seen: std::collections::HashMap<(i32, u64), std::time::Instant>,
 }
 
 impl OrphanReaper {
@@ -348,26 +370,71 @@ impl OrphanReaper {
     /// whether a zombie is still pending (call again a little later).
     pub fn reap(&mut self, now: std::time::Instant, grace: std::time::Duration) -> (usize, bool) {
         use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+        let peek =
+            || waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT);
+        if !matches!(peek(), Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..))) {
+            self.seen.clear(); // no zombie child at all
+            return (0, false);
+        }
+        let zombies = zombie_children(std::process::id());
+        if !zombies.is_empty() {
+            let current: std::collections::HashSet<(i32, u64)> = zombies.iter().copied().collect();
+            self.seen.retain(|k, _| current.contains(k));
+            let (mut reaped, mut pending) = (0, false);
+            for z in zombies {
+                let first = *self.seen.entry(z).or_insert(now);
+                if now.duration_since(first) < grace {
+                    pending = true; // probably tokio's: give its waiter time
+                    continue;
+                }
+                self.seen.remove(&z);
+                if waitpid(Pid::from_raw(z.0), Some(WaitPidFlag::WNOHANG)).is_ok() {
+                    reaped += 1;
+                }
+            }
+            return (reaped, pending);
+        }
+        // No /proc, or one that shows another PID namespace: one zombie at a time.
         let mut reaped = 0;
         for _ in 0..4096 {
-            let peek =
-                waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT);
-            let pid = match peek {
+            let pid = match peek() {
                 Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => pid,
                 _ => {
-                    self.seen.clear(); // no zombie child at all
+                    self.seen.clear();
                     return (reaped, false);
                 }
             };
-            let first = *self.seen.entry(pid.as_raw()).or_insert(now);
+            let first = *self.seen.entry((pid.as_raw(), 0)).or_insert(now);
             if now.duration_since(first) < grace {
-                return (reaped, true); // probably tokio's: give its waiter time
+                return (reaped, true);
             }
-            self.seen.remove(&pid.as_raw());
+            self.seen.remove(&(pid.as_raw(), 0));
             if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
                 reaped += 1;
             }
         }
         (reaped, true)
     }
+}
+
+/// The zombie children of process `me`, as (pid, start time), from /proc/PID/stat.
+fn zombie_children(me: u32) -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // After the command name in parentheses: state, ppid, ... start time (field 22).
+        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else { continue };
+        let mut fields = rest.split_ascii_whitespace();
+        let (Some("Z"), Some(ppid)) = (fields.next(), fields.next()) else { continue };
+        if ppid.parse::<u32>().ok() != Some(me) {
+            continue;
+        }
+        let start = fields.nth(17).and_then(|s| s.parse().ok()).unwrap_or(0);
+        out.push((pid, start));
+    }
+    out
 }
