@@ -121,7 +121,9 @@ struct Driver {
     slots: Vec<Slot>,
     names: HashMap<Arc<str>, usize>,
     tasks: JoinSet<Done>,
-    heap: BinaryHeap<Reverse<(CoreInstant, usize)>>,
+    /// (when to wake, the deadline, slot): the wake-up is the deadline with timer slack,
+    /// fixed when the deadline is pushed (see [`slacken`]).
+    heap: BinaryHeap<Reverse<(CoreInstant, CoreInstant, usize)>>,
     origin: Instant,
     wall_origin: SystemTime,
     events: broadcast::Sender<Event>,
@@ -154,9 +156,7 @@ impl Driver {
         let mut open = true;
         loop {
             let deadline = self.next_deadline();
-            let now = Instant::now().saturating_duration_since(self.origin);
-            let wake = deadline.map(|d| slacken(d.since_origin(), now, self.options.timer_slack));
-            sleep.as_mut().reset(wake.map_or(far, |d| self.origin + d));
+            sleep.as_mut().reset(deadline.map_or(far, |d| self.origin + d.since_origin()));
             tokio::select! {
                 biased;
                 done = self.tasks.join_next(), if !self.tasks.is_empty() => {
@@ -213,10 +213,11 @@ impl Driver {
         CoreInstant::from_origin(Instant::now().saturating_duration_since(self.origin))
     }
 
+    /// When the driver must wake next (a deadline, with its slack).
     fn next_deadline(&mut self) -> Option<CoreInstant> {
-        while let Some(&Reverse((t, i))) = self.heap.peek() {
+        while let Some(&Reverse((wake, t, i))) = self.heap.peek() {
             if self.slots[i].scheduled == Some(t) {
-                return Some(t);
+                return Some(wake);
             }
             self.heap.pop(); // stale: the slot rescheduled since
         }
@@ -224,8 +225,8 @@ impl Driver {
     }
 
     fn tick(&mut self, now: CoreInstant) {
-        while let Some(&Reverse((t, i))) = self.heap.peek() {
-            if t > now {
+        while let Some(&Reverse((wake, t, i))) = self.heap.peek() {
+            if wake > now {
                 break;
             }
             self.heap.pop();
@@ -535,7 +536,10 @@ impl Driver {
         if next != slot.scheduled {
             slot.scheduled = next;
             if let Some(t) = next {
-                self.heap.push(Reverse((t, i)));
+                // The slack is chosen now, from the whole distance to the deadline, so that
+                // the wake-up stays on its grid however often the driver wakes meanwhile.
+                let wake = slacken(t.since_origin(), now.since_origin(), self.options.timer_slack);
+                self.heap.push(Reverse((CoreInstant::from_origin(wake), t, i)));
             }
         }
     }

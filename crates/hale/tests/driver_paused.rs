@@ -673,7 +673,13 @@ async fn timer_slack_makes_timers_late_by_at_most_the_slack_and_never_early() {
             Component::external(name, External::new()).liveness(passing(calls).period(ms(1003)));
         m.register(c).await.unwrap();
     }
+    // A check every 7 ms keeps the driver waking in between: the slack of a deadline is fixed
+    // when it is scheduled, so those wake-ups must not pull a and b off their grid.
+    let noise = Calls::default();
+    let c = Component::external("noise", External::new()).liveness(passing(&noise).period(ms(7)));
+    m.register(c).await.unwrap();
     tokio::time::sleep(ms(3500)).await;
+    assert!(noise.offsets(t0).len() > 400, "the noise ran");
     let (a, b) = (a.offsets(t0), b.offsets(t0));
     assert_eq!(a.len(), 4, "{a:?}");
     for (k, at) in a.iter().enumerate() {
