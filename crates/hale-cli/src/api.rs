@@ -46,6 +46,9 @@ pub struct Shared {
     pub color: bool,
     /// Bumped after each reload that registered components.
     pub reloaded: watch::Sender<u64>,
+    /// Set by every request: the daemon then pages the request-serving code out again once
+    /// requests stop (see `footprint`).
+    pub served: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
             echo,
             color,
             reloaded: watch::Sender::new(0),
+            served: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -251,7 +255,17 @@ pub fn router(shared: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), mark_served))
         .with_state(shared)
+}
+
+async fn mark_served(
+    State(app): State<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    app.served.store(true, std::sync::atomic::Ordering::Relaxed);
+    next.run(req).await
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {

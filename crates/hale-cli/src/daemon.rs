@@ -251,6 +251,11 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     ]);
     let ping = sd_notify::watchdog_enabled().map(|d| d / 2).unwrap_or(Duration::from_secs(3600));
     let mut ping = tokio::time::interval(ping);
+    // Code that served requests (status, metrics) is paged out again once they stop: a daemon
+    // asked for its status now and then keeps the footprint of one that is not.
+    let mut trim = tokio::time::interval(Duration::from_secs(20));
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet_ticks = 0u32;
 
     crate::footprint::release_startup_code();
     crate::footprint::release_free_heap();
@@ -270,6 +275,17 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
                 reap_pending = pending;
             }
             r = shutdown_rx.changed() => if r.is_err() || *shutdown_rx.borrow() { break },
+            _ = trim.tick() => {
+                if shared.served.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    quiet_ticks = 0;
+                } else {
+                    quiet_ticks = quiet_ticks.saturating_add(1u32);
+                    if quiet_ticks == 1 {
+                        crate::footprint::release_startup_code();
+                        crate::footprint::release_free_heap();
+                    }
+                }
+            }
             _ = ping.tick() => {
                 let status = summary(&monitor);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&status)]);

@@ -4,7 +4,8 @@
 //! After the components are registered, the daemon asks the kernel to page its executable's
 //! read-only mappings out (`MADV_PAGEOUT`). The pages stay in the page cache and come back on
 //! first use (a minor fault): steady-state supervision then holds only the code it actually
-//! runs. It is advice: on a kernel without it nothing changes. Then the heap pages start-up
+//! runs. The daemon does it again 20 to 40 s after the last API request, so that the code a
+//! `hale status` or a scrape brought in (the HTTP server, JSON) does not stay resident. It is advice: on a kernel without it nothing changes. Then the heap pages start-up
 //! freed are handed back (`malloc_trim`). `HALE_KEEP_CODE=1` turns both off, for side-by-side
 //! numbers.
 
