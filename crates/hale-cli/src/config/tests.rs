@@ -895,3 +895,13 @@ fn assert_error_at(e: &ConfigErrors, key: &str, line: usize, text: &str) {
     assert!(err.message.contains(text), "{err}");
     assert!(!err.message.contains("/tmp"), "a resolved path in: {err}");
 }
+
+/// `parse_bytes` (the fuzz target's entry) is `parse` for UTF-8 and `load`'s error otherwise.
+#[test]
+fn parse_bytes_is_parse_for_utf8() {
+    let path = Path::new("/srv/app/hale.toml");
+    assert_eq!(parse_bytes(GOOD.as_bytes(), path), parse(GOOD, path));
+    let e = parse_bytes(b"[components.a]\nshell = \"caf\xe9\"\n", path).expect_err("latin-1");
+    assert_eq!(e.errors[0].key, "components.a.shell", "{e}");
+    assert_eq!(e.errors[0].position, Some(Position { line: 2, column: 13 }), "{e}");
+}

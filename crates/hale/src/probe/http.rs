@@ -228,27 +228,7 @@ impl Http {
             },
         };
         let (status, body) = exchanged.map_err(|err| fail(error_text(&err)))?;
-
-        let body_text = String::from_utf8_lossy(&body);
-        let output = super::truncate_output(&match body_text.is_empty() {
-            true => format!("status {}", status.as_u16()),
-            false => format!("status {}\n{body_text}", status.as_u16()),
-        });
-        if !self.status.contains(status.as_u16()) {
-            return Err(ProbeError::with_output(
-                format!("{label}: status {} (want {})", status.as_u16(), self.status),
-                output,
-            ));
-        }
-        if let Some(text) = &self.body_contains
-            && !contains(&body, text.as_bytes())
-        {
-            return Err(ProbeError::with_output(
-                format!("{label}: body does not contain {text:?}"),
-                output,
-            ));
-        }
-        Ok(output)
+        judge(&label, self.status, self.body_contains.as_deref(), status.as_u16(), &body)
     }
 
     fn request(&self) -> Result<Request<Empty<Bytes>>, hyper::http::Error> {
@@ -299,6 +279,42 @@ impl Http {
         };
         Ok(config)
     }
+}
+
+/// The verdict on an answer: healthy when `status` is in `range` and, if `body_contains` is
+/// given, `body` (the prefix that was read) contains it. `label` (`http GET URL`) starts a
+/// failure's message; the output is `status N`, then the body as text, cut to 4096 bytes.
+///
+/// The check calls this once the exchange is over. It is public only so that the `http_status`
+/// fuzz target reaches the same code.
+#[doc(hidden)]
+pub fn judge(
+    label: &str,
+    range: StatusRange,
+    body_contains: Option<&str>,
+    status: u16,
+    body: &[u8],
+) -> CheckResult {
+    let body_text = String::from_utf8_lossy(body);
+    let output = super::truncate_output(&match body_text.is_empty() {
+        true => format!("status {status}"),
+        false => format!("status {status}\n{body_text}"),
+    });
+    if !range.contains(status) {
+        return Err(ProbeError::with_output(
+            format!("{label}: status {status} (want {range})"),
+            output,
+        ));
+    }
+    if let Some(text) = body_contains
+        && !contains(body, text.as_bytes())
+    {
+        return Err(ProbeError::with_output(
+            format!("{label}: body does not contain {text:?}"),
+            output,
+        ));
+    }
+    Ok(output)
 }
 
 /// Reads the body until its end or until `limit` bytes, whichever comes first. Whatever is left
@@ -458,5 +474,24 @@ mod tests {
         assert_eq!(request.headers().get_all("x-a").iter().count(), 2);
         assert!(Http::get("http://h/").unwrap().header("bad name", "x").is_err());
         assert!(Http::get("http://h/").unwrap().method("GE T").is_err());
+    }
+
+    #[test]
+    fn judge_checks_status_then_body_and_cuts_the_output() {
+        let range = StatusRange::new(200, 299).unwrap();
+        assert_eq!(judge("http GET u", range, None, 204, b""), Ok("status 204".to_owned()));
+        assert_eq!(
+            judge("http GET u", range, Some("ok"), 200, b"all ok"),
+            Ok("status 200\nall ok".to_owned())
+        );
+        let err = judge("http GET u", range, Some("ok"), 500, b"ok").unwrap_err();
+        assert_eq!(err.reason, "http GET u: status 500 (want 200-299)");
+        assert_eq!(err.output, "status 500\nok");
+        let err = judge("http GET u", range, Some("ok"), 200, b"nope").unwrap_err();
+        assert_eq!(err.reason, "http GET u: body does not contain \"ok\"");
+        // A body past the output limit, cut in the middle of a multi-byte character.
+        let body = "\u{e9}".repeat(BODY_LIMIT / 2);
+        let out = judge("http GET u", range, None, 200, body.as_bytes()).unwrap();
+        assert!(out.len() <= hale_core::OUTPUT_LIMIT + 3 && out.ends_with("..."), "{}", out.len());
     }
 }
