@@ -258,7 +258,17 @@ fn check(
 /// skipped, an `export ` prefix is allowed, and a value in matching single or double quotes
 /// loses them. Variables from `env` override these.
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)?;
+    // Bounded: `/dev/zero` or a FIFO as env_file must not hang or exhaust the daemon.
+    const MAX_ENV_FILE: u64 = 1 << 20;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path)?, MAX_ENV_FILE + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_ENV_FILE {
+        bail!("larger than 1 MiB: an env_file holds KEY=VALUE lines");
+    }
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("not UTF-8 text"))?;
     let mut vars = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
