@@ -116,7 +116,8 @@ fn query(names: &[String]) -> String {
     format!("?{}", parts.join("&"))
 }
 
-fn encode(s: &str) -> String {
+/// Percent-encode `s` for a URL path segment or query value.
+pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -27,7 +27,7 @@ use ratatui::widgets::{Block, Borders, Cell, HighlightSpacing, Paragraph, Row, T
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc as tmpsc, watch};
 
-use crate::client::Target;
+use crate::client::{Target, encode};
 use crate::logs;
 
 /// How often the status is polled.
@@ -390,17 +390,6 @@ pub fn draw(frame: &mut Frame, model: &Model) {
 fn one_line(e: &anyhow::Error) -> String {
     let text = format!("{e:#}");
     text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The last `max` bytes of `path` from a line start, and whether that is the whole file.
