@@ -60,7 +60,9 @@ pub fn condition_met(h: &Health, cond: DependCondition) -> bool {
     }
 }
 
-/// Run the daemon in the foreground until it is told to stop; returns the exit code.
+/// Run the daemon in the foreground until it is told to stop; returns the exit code. The caller
+/// has built every component of `config` once already (`hale up` does, before anything
+/// starts), so a component that cannot be built never gets this far.
 /// `echo`: copy each component's output to stdout with its name (off for a detached daemon,
 /// whose stdout is a file that nothing rotates).
 pub async fn run(config: Config, echo: bool) -> Result<i32> {
@@ -110,11 +112,6 @@ pub async fn run(config: Config, echo: bool) -> Result<i32> {
     }
 
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    // Build every component before starting any: one that cannot be built stops `hale up`.
-    for c in &config.components {
-        plan::component(c, &config.base_dir, &mut |_| None)?;
-    }
-
     // The network listeners come before the children too: a port in use, or a non-loopback
     // HTTP address without a token, stops `hale up` before anything has started.
     let http = http_api::bind(&config.hale).await?;
